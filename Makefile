@@ -1,0 +1,120 @@
+# HomesteadGateway - see README.md. Targets: all run test asan tsan fuzz bench install clean.
+# `make run` and `make test` first install what is missing (scripts/deps.sh).
+
+BUILD    ?= build
+PREFIX   ?= /usr/local
+CC       ?= cc
+SAN      ?=
+WERROR   ?= $(if $(CI),-Werror,)
+STACK    ?= 131072
+
+CIVETWEB_VERSION := $(shell top=. && . third_party/civetweb.mk.sh && echo $$CIVETWEB_VERSION)
+CIVETWEB_SRC     := third_party/src/civetweb
+VERSION          := 0.1.0
+
+WARN    := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+           -Wwrite-strings -Wformat=2 $(WERROR)
+HARDEN  := -fstack-protector-strong -D_FORTIFY_SOURCE=2
+OPT     := -O2 -g
+ifneq ($(SAN),)
+  OPT    := -O1 -g -fno-omit-frame-pointer -fsanitize=$(SAN)
+  HARDEN := -fstack-protector-strong
+  STACK  := 1048576
+endif
+CPPFLAGS := -D_GNU_SOURCE -DGW_VERSION='"$(VERSION)"' -Isrc -I$(BUILD)/civetweb/include -MMD -MP
+CFLAGS   := -std=c11 $(OPT) $(WARN) $(HARDEN) -pthread
+LDFLAGS  := $(if $(SAN),-fsanitize=$(SAN),) -pthread
+LDLIBS   := -ljansson -linih -lsqlite3 -lm
+
+# CivetWeb: the Debian source, our patches applied to a copy under $(BUILD).
+CW_FLAGS := -DUSE_WEBSOCKET -DUSE_IPV6 -DNO_SSL -DNO_CGI -DNO_FILES -DNDEBUG \
+            -DUSE_STACK_SIZE=$(STACK)
+CW_CFLAGS := -std=gnu11 $(OPT) -w -pthread
+CW_PATCHES := $(sort $(wildcard third_party/patches/*.patch))
+
+GW_SRCS  := $(filter-out src/main.c src/client.c src/bench.c,$(wildcard src/*.c))
+GW_OBJS  := $(GW_SRCS:src/%.c=$(BUILD)/obj/%.o)
+CW_OBJ   := $(BUILD)/obj/civetweb.o
+LIB      := $(BUILD)/libgw.a
+
+UNIT_SRCS := $(wildcard test/test_*.c)
+UNITS     := $(UNIT_SRCS:test/%.c=$(BUILD)/test/%)
+IT_SRCS   := $(wildcard test/it_*.c)
+ITS       := $(IT_SRCS:test/%.c=$(BUILD)/test/%)
+TLIB_SRCS := test/wsclient.c test/harness.c
+TLIB_OBJS := $(TLIB_SRCS:test/%.c=$(BUILD)/test/obj/%.o)
+
+BINS := $(BUILD)/homestead-gateway
+
+Q := $(if $(V),,@)
+.PHONY: all deps run test unit it asan tsan clean distclean
+.DEFAULT_GOAL := all
+
+all: $(BINS)
+
+deps:
+	$(Q)sh scripts/deps.sh
+
+run: deps
+	$(Q)$(MAKE) --no-print-directory all
+	./$(BUILD)/homestead-gateway $(if $(wildcard etc/gateway.ini),-c etc/gateway.ini,)
+
+test: deps
+	$(Q)$(MAKE) --no-print-directory all-tests
+	$(Q)sh scripts/run-tests.sh $(BUILD)
+
+all-tests: $(BINS) $(UNITS) $(ITS)
+
+asan:
+	$(Q)$(MAKE) --no-print-directory BUILD=build/asan SAN=address,undefined test
+
+tsan:
+	$(Q)$(MAKE) --no-print-directory BUILD=build/tsan SAN=thread test
+
+# The pristine source is copied and patched under $(BUILD)/civetweb.
+CW_STAMP := $(BUILD)/civetweb/.patched
+$(CW_STAMP): $(CIVETWEB_SRC)/src/civetweb.c $(CW_PATCHES)
+	@echo "  PATCH   civetweb $(CIVETWEB_VERSION)"
+	$(Q)rm -rf $(BUILD)/civetweb && mkdir -p $(BUILD)/civetweb
+	$(Q)cp -r $(CIVETWEB_SRC)/src $(CIVETWEB_SRC)/include $(BUILD)/civetweb/
+	$(Q)for p in $(CW_PATCHES); do patch -s -p1 -d $(BUILD)/civetweb < $$p || exit 1; done
+	$(Q)touch $@
+
+$(CIVETWEB_SRC)/src/civetweb.c:
+	$(Q)sh scripts/deps.sh
+
+$(CW_OBJ): $(CW_STAMP)
+	@echo "  CC      civetweb.c (patched)"
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(CC) $(CW_CFLAGS) $(CW_FLAGS) -I$(BUILD)/civetweb/include -c $(BUILD)/civetweb/src/civetweb.c -o $@
+
+$(BUILD)/obj/%.o: src/%.c | $(CW_STAMP)
+	@echo "  CC      $<"
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(GW_OBJS) $(CW_OBJ)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/homestead-gateway: $(BUILD)/obj/main.o $(LIB)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/test/obj/%.o: test/%.c | $(CW_STAMP)
+	@echo "  CC      $<"
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(CC) $(CPPFLAGS) -Itest $(CFLAGS) -c $< -o $@
+
+$(BUILD)/test/test_%: $(BUILD)/test/obj/test_%.o $(LIB)
+	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
+
+$(BUILD)/test/it_%: $(BUILD)/test/obj/it_%.o $(TLIB_OBJS) $(LIB)
+	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
+
+clean:
+	rm -rf build
+
+distclean: clean
+	rm -rf third_party/src
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
