@@ -1,0 +1,100 @@
+/*
+ * protocol.h - the /sync wire format: decode and validate handshakes and
+ * messages, encode acks, errors and outbound messages. Pure: no I/O, no
+ * locks, no globals; every function is thread-safe.
+ *
+ * An accepted message becomes a struct gw_msg holding its outbound JSON
+ * ready to send, minus the fields only known at send time: `body` is the
+ * serialized object WITHOUT its closing '}', so a sender appends
+ * ,"forwarded_at":"..."[,"dropped":N]} per delivery (proto_msg_frame).
+ */
+#ifndef GW_PROTOCOL_H
+#define GW_PROTOCOL_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+enum gw_role { GW_ROLE_MOD, GW_ROLE_BOT };
+
+/* Why an inbound frame was refused (each maps to a code on the wire). */
+enum gw_reject {
+	GW_OK = 0,
+	GW_REJECT_MALFORMED,    /* 400: not JSON, wrong type, missing field... */
+	GW_REJECT_TOO_DEEP,     /* 400: nesting over GW_JSON_MAX_DEPTH */
+	GW_REJECT_UNKNOWN_TYPE, /* 400: handshake type not mod/bot */
+};
+
+#define GW_JSON_MAX_DEPTH 32   /* checked before parsing: bounded stack use */
+#define GW_ID_MAX 256          /* longest msg_id/server_id/channel_id, bytes */
+
+struct gw_handshake {
+	enum gw_role role;
+	char server_id[GW_ID_MAX + 1];  /* mods */
+	char channel_id[GW_ID_MAX + 1]; /* mods */
+	char bot_id[GW_ID_MAX + 1];     /* bot */
+	int events;                     /* asked for presence events */
+};
+
+/* One accepted message. Created by proto_decode_message with refs = 1;
+ * shared by queues and connections through proto_msg_ref/unref (atomic). */
+struct gw_msg {
+	int refs;
+	enum gw_role from;
+	char *channel_id;      /* route key */
+	char *msg_id;
+	char *sender;          /* mod: server_id, bot: bot_id */
+	char *body;            /* outbound JSON minus the final '}' */
+	size_t body_len;
+	int64_t received_ms;   /* Unix ms */
+	uint64_t seq;          /* set by the router: acceptance order */
+	/* msg_id, channel_id and sender point into this same allocation */
+};
+
+/* Decodes a handshake frame. Returns GW_OK and fills *hs, or a reject
+ * reason; never allocates on error. */
+enum gw_reject proto_decode_handshake(const char *data, size_t len,
+                                      struct gw_handshake *hs);
+
+/* Decodes and validates one message from a peer that completed handshake
+ * hs, received at now_ms. On GW_OK *out is a new message (caller owns one
+ * reference). On a reject *out is NULL and msg_id_json receives the JSON
+ * text of the sender's msg_id value if there was one ("null" otherwise),
+ * for the error reply; it is always NUL-terminated within idlen. */
+enum gw_reject proto_decode_message(const char *data, size_t len,
+                                    const struct gw_handshake *hs,
+                                    int64_t now_ms, struct gw_msg **out,
+                                    char *msg_id_json, size_t idlen);
+
+void proto_msg_ref(struct gw_msg *m);
+void proto_msg_unref(struct gw_msg *m);   /* frees at zero; NULL is fine */
+
+/* Writes the complete outbound JSON for one delivery into buf:
+ * body + ,"forwarded_at":"<now>" + (dropped > 0 ? ,"dropped":N : "") + "}".
+ * Returns the length, or the length needed if it exceeds cap (like
+ * snprintf, nothing useful written then). */
+size_t proto_msg_frame(const struct gw_msg *m, int64_t now_ms, uint64_t dropped,
+                       char *buf, size_t cap);
+
+/* Small replies. Each writes NUL-terminated JSON into buf (cap >= 64 +
+ * length of msg_id) and returns its length, or 0 if it does not fit.
+ *   {"status":"connected","type":"mod"}
+ *   {"status":"queued","type":"mod","msg_id":"m1"[,"duplicate":true]}
+ *   {"message":"Malformed message.","code":400[,"msg_id":<json>]}  */
+size_t proto_connected(enum gw_role role, char *buf, size_t cap);
+size_t proto_ack(const char *status, enum gw_role role, const char *msg_id,
+                 int duplicate, char *buf, size_t cap);
+size_t proto_error(const char *message, int code, const char *msg_id_json,
+                   char *buf, size_t cap);
+
+/* "mod" / "bot" */
+const char *proto_role_name(enum gw_role role);
+
+/* RFC 3339 UTC with milliseconds: 2025-12-08T10:31:00.123Z (24 chars + NUL).
+ * buf must hold 25 bytes. */
+void proto_format_time(int64_t unix_ms, char *buf);
+
+/* 1 if s is a valid RFC 3339 date-time (e.g. 2025-12-08T10:30:00Z,
+ * 2025-12-08T10:30:00.5+01:00), else 0. */
+int proto_valid_rfc3339(const char *s);
+
+#endif
