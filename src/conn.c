@@ -1,0 +1,514 @@
+/*
+ * conn.c - websocket peers: non-blocking framed output, liveness clocks,
+ * and the I/O thread that drains slow sockets and frees released conns.
+ * See conn.h for the lifetime rules this file enforces.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "log.h"
+
+struct gw_mark {
+	struct gw_msg *msg;
+	size_t end;           /* offset in out just past this message's frame */
+};
+
+/* The I/O thread's state. */
+static struct {
+	int epfd;
+	int wake[2];               /* pipe: wakes epoll_wait to stop */
+	pthread_t thread;
+	int running;
+	void (*tick)(int64_t);
+	int tick_ms;
+	pthread_mutex_t lock;      /* protects graveyard */
+	struct gw_conn *graveyard; /* released conns, linked by next */
+} loop = { .epfd = -1, .wake = { -1, -1 }, .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static uint64_t next_id;
+
+int64_t gw_now_mono(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t gw_now_real(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct gw_conn *conn_new(void)
+{
+	struct gw_conn *c = calloc(1, sizeof(*c));
+	int64_t now = gw_now_mono();
+
+	if (!c)
+		return NULL;
+	pthread_mutex_init(&c->lock, NULL);
+	c->refs = 1;
+	c->id = __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
+	c->fd = -1;
+	c->state = GW_CONN_NEW;
+	c->created_ms = c->last_seen_ms = c->last_pong_ms = c->last_ping_ms = now;
+	return c;
+}
+
+void conn_ref(struct gw_conn *c)
+{
+	__atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED);
+}
+
+static void release_marks(struct gw_conn *c, size_t upto)
+{
+	while (c->mark_head < c->mark_len && c->marks[c->mark_head].end <= upto) {
+		proto_msg_unref(c->marks[c->mark_head].msg);
+		c->mark_head++;
+	}
+}
+
+static void conn_free(struct gw_conn *c)
+{
+	release_marks(c, SIZE_MAX);
+	free(c->marks);
+	free(c->out);
+	free(c->rx);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+void conn_unref(struct gw_conn *c)
+{
+	if (!c || __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) != 0)
+		return;
+	/* The I/O thread may hold this pointer in an event batch: let it free
+	 * the conn between two epoll_wait calls. */
+	pthread_mutex_lock(&loop.lock);
+	if (loop.running) {
+		c->next = loop.graveyard;
+		loop.graveyard = c;
+		c = NULL;
+	}
+	pthread_mutex_unlock(&loop.lock);
+	if (c)
+		conn_free(c);
+}
+
+int conn_attach(struct gw_conn *c, int fd)
+{
+	struct epoll_event ev = { .events = EPOLLOUT | EPOLLET, .data.ptr = c };
+	int rc = 0;
+
+	pthread_mutex_lock(&c->lock);
+	c->fd = fd;
+	c->state = GW_CONN_OPEN;
+	if (loop.epfd >= 0 && epoll_ctl(loop.epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+		rc = -1;
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+/* Makes room for `need` more bytes of output. (L) */
+static int out_reserve(struct gw_conn *c, size_t need)
+{
+	size_t cap;
+	unsigned char *p;
+
+	if (c->out_sent > 0 && c->out_sent == c->out_len) {
+		c->out_sent = c->out_len = 0;
+	} else if (c->out_sent > 0 && c->out_len + need > c->out_cap) {
+		/* Slide the unsent tail to the front; marks move with it. */
+		size_t i;
+
+		memmove(c->out, c->out + c->out_sent, c->out_len - c->out_sent);
+		for (i = c->mark_head; i < c->mark_len; i++)
+			c->marks[i].end -= c->out_sent;
+		c->out_len -= c->out_sent;
+		c->out_sent = 0;
+	}
+	if (c->out_len + need <= c->out_cap)
+		return 0;
+	if (c->out_len + need > GW_OUT_MAX)
+		return -1;
+	cap = c->out_cap ? c->out_cap : 4096;
+	while (cap < c->out_len + need)
+		cap *= 2;
+	p = realloc(c->out, cap);
+	if (!p)
+		return -1;
+	c->out = p;
+	c->out_cap = cap;
+	return 0;
+}
+
+static size_t frame_header(unsigned char *h, int opcode, size_t len)
+{
+	h[0] = (unsigned char)(0x80 | (opcode & 0x0F));
+	if (len < 126) {
+		h[1] = (unsigned char)len;
+		return 2;
+	}
+	if (len <= 0xFFFF) {
+		h[1] = 126;
+		h[2] = (unsigned char)(len >> 8);
+		h[3] = (unsigned char)len;
+		return 4;
+	}
+	h[1] = 127;
+	for (int i = 0; i < 8; i++)
+		h[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+	return 10;
+}
+
+/* Shuts the socket down so the reader thread wakes up and closes. (L) */
+static void abort_locked(struct gw_conn *c)
+{
+	if (c->state == GW_CONN_DEAD || c->fd < 0)
+		return;
+	c->state = GW_CONN_CLOSING;
+	shutdown(c->fd, SHUT_RDWR);
+}
+
+/* Appends a frame header and payload (and a mark for m). (L) */
+static int queue_locked(struct gw_conn *c, int opcode, const void *data, size_t len,
+                        struct gw_msg *m, uint64_t dropped, int64_t now_real)
+{
+	unsigned char h[10];
+	size_t hl, body;
+
+	if (c->state == GW_CONN_CLOSING || c->state == GW_CONN_DEAD || c->fd < 0)
+		return -1;
+	body = m ? proto_msg_frame(m, now_real, dropped, NULL, 0) : len;
+	hl = frame_header(h, opcode, body);
+	if (m && c->mark_len == c->mark_cap) {
+		size_t cap = c->mark_cap ? c->mark_cap * 2 : 16;
+		struct gw_mark *p;
+
+		if (c->mark_head > 0) {
+			/* reuse the space of released marks first */
+			memmove(c->marks, c->marks + c->mark_head,
+			        (c->mark_len - c->mark_head) * sizeof(*c->marks));
+			c->mark_len -= c->mark_head;
+			c->mark_head = 0;
+		} else if (!(p = realloc(c->marks, cap * sizeof(*p)))) {
+			goto fail;
+		} else {
+			c->marks = p;
+			c->mark_cap = cap;
+		}
+	}
+	if (out_reserve(c, hl + body + 1) < 0)
+		goto fail;
+	if (c->out_len == c->out_sent)
+		c->write_progress_ms = gw_now_mono();
+	memcpy(c->out + c->out_len, h, hl);
+	c->out_len += hl;
+	if (m) {
+		/* +1: proto_msg_frame writes a NUL we do not send */
+		proto_msg_frame(m, now_real, dropped, (char *)c->out + c->out_len, body + 1);
+		c->out_len += body;
+		proto_msg_ref(m);
+		c->marks[c->mark_len].msg = m;
+		c->marks[c->mark_len].end = c->out_len;
+		c->mark_len++;
+	} else if (len) {
+		memcpy(c->out + c->out_len, data, len);
+		c->out_len += len;
+	}
+	return 0;
+fail:
+	/* Too much waiting for this peer, or no memory: drop it rather than
+	 * leave a gap in what it receives. */
+	log_event(GW_LOG_WARN, "output limit reached, dropping peer", "remote", c->remote, NULL);
+	abort_locked(c);
+	return -1;
+}
+
+int conn_queue(struct gw_conn *c, int opcode, const void *data, size_t len)
+{
+	int rc;
+
+	pthread_mutex_lock(&c->lock);
+	rc = queue_locked(c, opcode, data, len, NULL, 0, 0);
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+int conn_queue_msg(struct gw_conn *c, struct gw_msg *m, uint64_t dropped, int64_t now_real_ms)
+{
+	int rc;
+
+	pthread_mutex_lock(&c->lock);
+	rc = queue_locked(c, 1, NULL, 0, m, dropped, now_real_ms);
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+/* (L) */
+static void flush_locked(struct gw_conn *c)
+{
+	while (c->fd >= 0 && c->out_sent < c->out_len) {
+		ssize_t n = send(c->fd, c->out + c->out_sent, c->out_len - c->out_sent,
+		                 MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n > 0) {
+			c->out_sent += (size_t)n;
+			c->write_progress_ms = gw_now_mono();
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			break;     /* EPOLLOUT (edge-triggered) resumes us */
+		/* The peer is gone: wake its reader, which tears it down. */
+		if (c->state != GW_CONN_DEAD) {
+			c->state = GW_CONN_CLOSING;
+			shutdown(c->fd, SHUT_RDWR);
+		}
+		break;
+	}
+	release_marks(c, c->out_sent);
+	if (c->out_sent == c->out_len) {
+		c->out_sent = c->out_len = 0;
+		c->mark_head = c->mark_len = 0;
+	}
+}
+
+void conn_flush(struct gw_conn *c)
+{
+	pthread_mutex_lock(&c->lock);
+	flush_locked(c);
+	pthread_mutex_unlock(&c->lock);
+}
+
+int conn_send(struct gw_conn *c, int opcode, const void *data, size_t len)
+{
+	int rc;
+
+	pthread_mutex_lock(&c->lock);
+	rc = queue_locked(c, opcode, data, len, NULL, 0, 0);
+	if (rc == 0)
+		flush_locked(c);
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+void conn_close(struct gw_conn *c, int code, const char *reason, int grace_ms)
+{
+	unsigned char p[125];
+	size_t rl = reason ? strlen(reason) : 0;
+
+	if (rl > sizeof(p) - 2)
+		rl = sizeof(p) - 2;
+	p[0] = (unsigned char)(code >> 8);
+	p[1] = (unsigned char)code;
+	if (rl)
+		memcpy(p + 2, reason, rl);
+	pthread_mutex_lock(&c->lock);
+	if (c->state != GW_CONN_CLOSING && c->state != GW_CONN_DEAD && c->fd >= 0) {
+		if (code)
+			queue_locked(c, 8, p, rl + 2, NULL, 0, 0);
+		flush_locked(c);
+		if (c->state != GW_CONN_DEAD && c->fd >= 0) {
+			c->state = GW_CONN_CLOSING;
+			/* FIN after the close frame; the peer answers and hangs up */
+			if (c->out_sent == c->out_len)
+				shutdown(c->fd, SHUT_WR);
+			c->close_deadline_ms = gw_now_mono() + grace_ms;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+void conn_abort(struct gw_conn *c)
+{
+	pthread_mutex_lock(&c->lock);
+	abort_locked(c);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Moves out the messages whose frames did not leave completely: they were
+ * not taken. (L) */
+static struct gw_msg **take_unsent(struct gw_conn *c, size_t *n)
+{
+	struct gw_msg **unsent = NULL;
+	size_t i, k = 0;
+
+	release_marks(c, c->out_sent);
+	if (c->mark_len > c->mark_head)
+		unsent = malloc((c->mark_len - c->mark_head) * sizeof(*unsent));
+	for (i = c->mark_head; i < c->mark_len; i++) {
+		if (unsent)
+			unsent[k++] = c->marks[i].msg;   /* the reference moves */
+		else
+			proto_msg_unref(c->marks[i].msg);   /* ENOMEM: lost, said below */
+	}
+	if (!unsent && i > c->mark_head)
+		log_event(GW_LOG_ERROR, "out of memory, unsent messages lost", "remote", c->remote, NULL);
+	c->mark_head = c->mark_len = 0;
+	*n = k;
+	return unsent;
+}
+
+struct gw_msg **conn_detach(struct gw_conn *c, size_t *n)
+{
+	struct gw_msg **unsent;
+
+	pthread_mutex_lock(&c->lock);
+	if (c->fd >= 0 && loop.epfd >= 0)
+		epoll_ctl(loop.epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	c->fd = -1;
+	c->state = GW_CONN_DEAD;
+	unsent = take_unsent(c, n);
+	free(c->out);
+	c->out = NULL;
+	c->out_len = c->out_sent = c->out_cap = 0;
+	pthread_mutex_unlock(&c->lock);
+	return unsent;
+}
+
+struct gw_msg **conn_takeover(struct gw_conn *c, int code, const char *reason, size_t *n)
+{
+	struct gw_msg **unsent;
+	int drained;
+
+	pthread_mutex_lock(&c->lock);
+	unsent = take_unsent(c, n);
+	drained = c->out_sent == c->out_len;
+	if (!drained)
+		abort_locked(c);   /* before another byte of those frames leaves */
+	pthread_mutex_unlock(&c->lock);
+	if (drained)
+		conn_close(c, code, reason, 1000);
+	return unsent;
+}
+
+int conn_check_write(struct gw_conn *c, int64_t now, int64_t write_timeout_ms)
+{
+	int aborted = 0;
+
+	pthread_mutex_lock(&c->lock);
+	if (c->state != GW_CONN_DEAD && c->fd >= 0) {
+		if (c->out_sent < c->out_len && now - c->write_progress_ms >= write_timeout_ms) {
+			log_event(GW_LOG_WARN, "write timeout, dropping peer", "remote", c->remote, NULL);
+			aborted = 1;
+		} else if (c->close_deadline_ms && now >= c->close_deadline_ms) {
+			aborted = 1;
+		}
+		if (aborted) {
+			c->state = GW_CONN_CLOSING;
+			shutdown(c->fd, SHUT_RDWR);
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	return aborted;
+}
+
+int conn_pending(struct gw_conn *c)
+{
+	int p;
+
+	pthread_mutex_lock(&c->lock);
+	p = c->out_sent < c->out_len;
+	pthread_mutex_unlock(&c->lock);
+	return p;
+}
+
+static void free_graveyard(void)
+{
+	struct gw_conn *c, *next;
+
+	pthread_mutex_lock(&loop.lock);
+	c = loop.graveyard;
+	loop.graveyard = NULL;
+	pthread_mutex_unlock(&loop.lock);
+	for (; c; c = next) {
+		next = c->next;
+		conn_free(c);
+	}
+}
+
+static void *loop_main(void *arg)
+{
+	struct epoll_event ev[64];
+	int64_t next_tick = gw_now_mono() + loop.tick_ms;
+
+	(void)arg;
+	for (;;) {
+		int64_t now = gw_now_mono();
+		int i, n, timeout = next_tick > now ? (int)(next_tick - now) : 0;
+
+		free_graveyard();
+		n = epoll_wait(loop.epfd, ev, 64, timeout);
+		for (i = 0; i < n; i++) {
+			struct gw_conn *c = ev[i].data.ptr;
+
+			if (c == NULL)
+				return NULL;    /* the wake pipe: stop */
+			/* Still registered means not detached, so not freed: the
+			 * graveyard is only emptied above, outside this batch. */
+			conn_flush(c);
+		}
+		now = gw_now_mono();
+		if (now >= next_tick) {
+			loop.tick(now);
+			next_tick = now + loop.tick_ms;
+		}
+	}
+}
+
+int conn_loop_start(void (*tick)(int64_t now_mono), int tick_ms)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+
+	loop.tick = tick;
+	loop.tick_ms = tick_ms;
+	loop.epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (loop.epfd < 0 || pipe2(loop.wake, O_CLOEXEC) < 0 ||
+	    epoll_ctl(loop.epfd, EPOLL_CTL_ADD, loop.wake[0], &ev) < 0)
+		goto fail;
+	loop.running = 1;
+	if (pthread_create(&loop.thread, NULL, loop_main, NULL) != 0) {
+		loop.running = 0;
+		goto fail;
+	}
+	return 0;
+fail:
+	conn_loop_stop();
+	return -1;
+}
+
+void conn_loop_stop(void)
+{
+	pthread_mutex_lock(&loop.lock);
+	int running = loop.running;
+	pthread_mutex_unlock(&loop.lock);
+	if (running) {
+		ssize_t w = write(loop.wake[1], "x", 1);
+		(void)w;
+		pthread_join(loop.thread, NULL);
+		pthread_mutex_lock(&loop.lock);
+		loop.running = 0;
+		pthread_mutex_unlock(&loop.lock);
+		free_graveyard();
+	}
+	for (int i = 0; i < 2; i++) {
+		if (loop.wake[i] >= 0)
+			close(loop.wake[i]);
+		loop.wake[i] = -1;
+	}
+	if (loop.epfd >= 0)
+		close(loop.epfd);
+	loop.epfd = -1;
+}

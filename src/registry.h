@@ -1,0 +1,76 @@
+/*
+ * registry.h - who is connected, to which channel, and what waits for whom.
+ *
+ * One mutex (the registry lock) protects the connection list, the channel
+ * table, the bot slot and every queue, so a routing decision, the queue it
+ * falls back to and a reconnect's flush are one atomic step: per channel and
+ * direction, delivery order is acceptance order.
+ *
+ * Lock order: registry lock -> conn lock (conn.h). Nothing blocks under the
+ * registry lock: frames are only appended to output buffers; the sends
+ * happen after it is released (conn_flush never blocks either).
+ */
+#ifndef GW_REGISTRY_H
+#define GW_REGISTRY_H
+
+#include <stdint.h>
+#include "config.h"
+#include "conn.h"
+#include "protocol.h"
+
+/* Acceptance result of one message. */
+enum gw_status { GW_STATUS_COMPLETED, GW_STATUS_QUEUED, GW_STATUS_FAILED };
+
+/* Outcome of a handshake. */
+enum gw_join { GW_JOIN_OK, GW_JOIN_FORBIDDEN, GW_JOIN_CONFLICT, GW_JOIN_CLOSED };
+
+struct gw_stats {
+	unsigned mods, bots, pending;  /* connections by role; not yet handshaken */
+	unsigned channels;
+	uint64_t queued_msgs, queued_bytes;
+	uint64_t msgs_completed, msgs_queued, msgs_failed, dropped;
+};
+
+/* Not thread-safe: call before the server starts / after it stopped. */
+int registry_init(const struct gw_config *cfg);
+void registry_free(void);
+
+/* A /sync request arrived: returns a new conn registered in the list (the
+ * registry holds the reference returned; take your own with conn_ref if you
+ * keep it past registry_release), or NULL when max_connections are open. */
+struct gw_conn *registry_conn_new(const char *remote, enum gw_key_kind key);
+
+/* The request's connection ends: unregisters c if needed and drops the
+ * registry's reference. Call exactly once per registry_conn_new. */
+void registry_release(struct gw_conn *c);
+
+/* Handshake done on c (c->hs filled). Registers it and sends the
+ * "connected" reply followed by everything queued for it. A mod replaces a
+ * mod with the same server_id on the channel; a bot takes the slot unless a
+ * live bot answers a probe ping within bot_probe_timeout (GW_JOIN_CONFLICT).
+ * Blocks the calling (reader) thread for up to bot_probe_timeout. */
+enum gw_join registry_join(struct gw_conn *c);
+
+/* Routes m from c (steals the caller's reference). Returns the status to
+ * ack. */
+enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m);
+
+/* The peer's reader ended: unregisters c and puts what it had not taken
+ * back in front of its queues. Idempotent. */
+void registry_disconnect(struct gw_conn *c);
+
+/* A pong arrived on c (wakes a bot probe waiting on it). */
+void registry_pong(struct gw_conn *c);
+
+/* Periodic: pings, read and handshake timeouts, write stalls. */
+void registry_tick(int64_t now_mono);
+
+/* Closes every websocket with code/reason (shutdown). */
+void registry_close_all(int code, const char *reason);
+
+/* Number of conns still in the list. */
+unsigned registry_count(void);
+
+void registry_stats(struct gw_stats *st);
+
+#endif

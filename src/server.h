@@ -1,0 +1,26 @@
+/*
+ * server.h - the HTTP side: CivetWeb set-up and its callbacks for /sync,
+ * /health, /metrics. Thin: decisions live in registry.c and protocol.c.
+ */
+#ifndef GW_SERVER_H
+#define GW_SERVER_H
+
+#include <stddef.h>
+#include "config.h"
+
+/* Starts listening and the housekeeping thread. cfg must outlive the
+ * server. Returns 0, or -1 with one line in err (e.g. port in use). */
+int server_start(const struct gw_config *cfg, char *err, size_t errlen);
+
+/* The port actually bound. */
+int server_port(void);
+
+/* Replaces the keys (SIGHUP); closes with 1008 every connection whose key
+ * is no longer accepted. cfg is copied. */
+void server_set_keys(const struct gw_config *cfg);
+
+/* Closes every websocket with 1001 "Going away.", waits up to grace_ms for
+ * them to end, then stops CivetWeb and the housekeeping thread. */
+void server_stop(int grace_ms);
+
+#endif
