@@ -51,13 +51,20 @@ struct gw_config {
 void config_defaults(struct gw_config *cfg, const char *base_dir);
 
 /* Reads the ini file at path over the defaults already in *cfg, resolving
- * relative paths against the file's folder. On error returns -1 and writes
- * one line to err: "FILE:LINE: key 'K': REASON (accepted: RANGE)".
+ * relative paths against the file's folder (the built-in relative defaults
+ * data/gateway.db and logs too, when the file does not set them). A key
+ * given twice: the later line wins. On error returns -1, leaves *cfg as it
+ * was, and writes one line (no '\n') to err, e.g.
+ *   "FILE:LINE: key 'K' in [S]: 'VALUE' REASON (accepted: RANGE)"
+ *   "FILE:LINE: unknown key 'K' in [S] (accepted: k1, k2, ...)"
+ *   "FILE:LINE: syntax error[: REASON]"    "FILE: cannot read: STRERROR"
+ * Key values (api_key, websocket, mod_key, bot_key) are never shown.
  * Returns 0 on success. Not thread-safe (call before threads start). */
 int config_load(struct gw_config *cfg, const char *path, char *err, size_t errlen);
 
-/* Applies GATEWAY_API_KEY if set, then checks what only the whole config can
- * tell (empty key). Returns 0, or -1 with one line in err. */
+/* Applies GATEWAY_API_KEY if set (set but empty or invalid is an error),
+ * then checks what only the whole config can tell: a non-empty api_key,
+ * read_timeout > ping_interval. Returns 0, or -1 with one line in err. */
 int config_finish(struct gw_config *cfg, char *err, size_t errlen);
 
 /* The config file to use when no -c is given: "gateway.ini" beside the

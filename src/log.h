@@ -19,8 +19,11 @@
 
 #define GW_LOG_LINE_MAX 4096    /* longest line, '\n' included; cut with "..." */
 
-/* Starts logging at `level`. dir may be NULL (console only). Creates dir if
- * missing. Returns 0, or -1 with errno set (dir not writable). */
+/* Starts logging at `level`. dir may be NULL or "" (console only). Creates
+ * dir (and its parents) if missing and opens today's file there; files dated
+ * more than rotation_days before today are deleted, so today's and the
+ * rotation_days previous days' files remain. Returns 0, or -1 with errno set
+ * (dir not usable; logging then goes to the console only). */
 int log_open(enum gw_log_level level, const char *dir, int rotation_days);
 
 /* Reopens the current file (SIGHUP) and applies a new level. */
