@@ -41,12 +41,13 @@ UNIT_SRCS := $(wildcard test/test_*.c)
 UNITS     := $(UNIT_SRCS:test/%.c=$(BUILD)/test/%)
 IT_SRCS   := $(wildcard test/it_*.c)
 ITS       := $(IT_SRCS:test/%.c=$(BUILD)/test/%)
-TLIB_SRCS := test/wsclient.c test/harness.c
+TLIB_SRCS := test/wsclient.c test/harness.c test/itutil.c
 TLIB_OBJS := $(TLIB_SRCS:test/%.c=$(BUILD)/test/obj/%.o)
 
 BINS := $(BUILD)/homestead-gateway
 
 Q := $(if $(V),,@)
+.SECONDARY:
 .PHONY: all deps run test unit it asan tsan clean distclean
 .DEFAULT_GOAL := all
 
@@ -107,6 +108,9 @@ $(BUILD)/test/obj/%.o: test/%.c | $(CW_STAMP)
 
 $(BUILD)/test/test_%: $(BUILD)/test/obj/test_%.o $(LIB)
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
+
+$(BUILD)/test/test_wsclient: $(BUILD)/test/obj/test_wsclient.o $(BUILD)/test/obj/wsclient.o
+	$(Q)$(CC) $(LDFLAGS) $^ -lcmocka -o $@
 
 $(BUILD)/test/it_%: $(BUILD)/test/obj/it_%.o $(TLIB_OBJS) $(LIB)
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
