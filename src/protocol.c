@@ -1,0 +1,902 @@
+/*
+ * protocol.c - the /sync wire format: handshakes and messages in, acks,
+ * errors and outbound messages out. See protocol.h for the contract.
+ *
+ * DESIGN
+ * - Pure functions over caller memory, no globals, no locks, no I/O: every
+ *   function may be called from any thread at any time.
+ * - Untrusted bytes go through two gates before any field is looked at:
+ *   a linear scan that bounds nesting (json_too_deep, so the parser's
+ *   recursion stays shallow whatever the peer sends), then Jansson with
+ *   JSON_REJECT_DUPLICATES (a key given twice is ambiguous: which one was
+ *   validated and which one would a recipient read?) and without
+ *   JSON_ALLOW_NUL. Jansson also refuses invalid UTF-8, lone surrogates,
+ *   integers beyond int64 and reals beyond double; all of that is
+ *   GW_REJECT_MALFORMED.
+ * - An optional member given as JSON null counts as absent (common output
+ *   of serializers that do not omit empty fields); any other wrong type is
+ *   malformed. Ids (msg_id, server_id, channel_id, bot_id, a bot's id) are
+ *   1..GW_ID_MAX bytes without control characters: they are keys, log
+ *   values and echoed in acks. author.id and content only need to be
+ *   non-empty strings.
+ * - Out of memory while decoding is reported as GW_REJECT_MALFORMED: the
+ *   message was not taken, and the sender may retry.
+ * - An accepted message is serialized exactly once, straight into the one
+ *   allocation that also holds struct gw_msg and its id strings. The
+ *   outbound object is built from the validated values only: unknown
+ *   top-level fields are dropped, `author` carries just id and name, and
+ *   `meta` passes through as parsed (key order kept; reals printed with the
+ *   fewest digits, 15 to 17, that keep every value exact).
+ * - Send-time fields (forwarded_at, dropped) are appended with memcpy by
+ *   proto_msg_frame, so a delivery never touches the JSON library.
+ */
+#if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L   /* gmtime_r */
+#endif
+
+#include "protocol.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Bounded writer for the small replies: remembers overflow instead of
+ * checking every call site. */
+struct out {
+	char *p;
+	size_t cap;
+	size_t len;
+	int full;
+};
+
+/* Appends a string literal. */
+#define OUT_LIT(o, lit) out_raw((o), (lit), sizeof(lit) - 1)
+
+/* Growing buffer that json_dump_callback appends to. */
+struct dump_buf {
+	char *p;
+	size_t len;
+	size_t cap;
+};
+
+/* The validated parts of an inbound message; json_t values are borrowed
+ * from the parsed root. */
+struct msg_in {
+	json_t *msg_id;
+	json_t *author_id;
+	json_t *author_name;   /* NULL if absent */
+	json_t *content;
+	json_t *meta;          /* NULL if absent */
+	json_t *ts;            /* NULL if absent */
+	const char *channel_id;
+	const char *sender;
+};
+
+static int json_too_deep(const char *data, size_t len);
+static enum gw_reject json_parse(const char *data, size_t len, json_t **root);
+static size_t utf8_seq(const unsigned char *s, size_t n);
+static int id_valid(const char *s, size_t n);
+static int json_is_id(const json_t *v);
+static int json_is_text(const json_t *v);
+static json_t *json_optional(const json_t *obj, const char *key);
+static int id_copy(const json_t *obj, const char *key, char *dst);
+static int real_precision(json_t *v);
+static void msg_id_echo(json_t *v, char *dst, size_t cap);
+static int hs_usable(const struct gw_handshake *hs);
+static int msg_check(json_t *root, const struct gw_handshake *hs,
+                     struct msg_in *in);
+static json_t *msg_outbound(const struct msg_in *in,
+                            const struct gw_handshake *hs, int64_t now_ms);
+static struct gw_msg *msg_new(const struct msg_in *in, json_t *obj,
+                              size_t hint);
+static int dump_append(const char *buf, size_t size, void *arg);
+static void out_raw(struct out *o, const char *s, size_t n);
+static void out_str(struct out *o, const char *s);
+static size_t out_end(struct out *o);
+static char *put_digits(char *p, unsigned v, int width);
+static size_t put_u64(char *p, uint64_t v);
+static int parse_digits(const char *s, int width, int *v);
+
+/* ---- decoding ------------------------------------------------------------ */
+
+/* 1 if brackets nest deeper than GW_JSON_MAX_DEPTH outside strings. Runs in
+ * one pass with O(1) state, so a megabyte of '[' costs a microsecond-scale
+ * scan and no recursion. For any text Jansson accepts, the string tracking
+ * here matches its lexer exactly; for text it refuses, this is only an
+ * early bound and Jansson reports the error. */
+static int json_too_deep(const char *data, size_t len)
+{
+	size_t i, depth = 0;
+	int in_string = 0;
+
+	for (i = 0; i < len; i++) {
+		char c = data[i];
+
+		if (in_string) {
+			if (c == '\\')
+				i++;    /* skip the escaped byte, maybe a quote */
+			else if (c == '"')
+				in_string = 0;
+			continue;
+		}
+		switch (c) {
+		case '"':
+			in_string = 1;
+			break;
+		case '[':
+		case '{':
+			if (++depth > GW_JSON_MAX_DEPTH)
+				return 1;
+			break;
+		case ']':
+		case '}':
+			if (depth > 0)
+				depth--;
+			break;
+		default:
+			break;
+		}
+	}
+	return 0;
+}
+
+/* Parses untrusted bytes. On GW_OK *root is a new reference (an object or
+ * an array); otherwise *root is NULL. */
+static enum gw_reject json_parse(const char *data, size_t len, json_t **root)
+{
+	json_error_t err;
+
+	*root = NULL;
+	if (data == NULL)
+		return GW_REJECT_MALFORMED;
+	if (json_too_deep(data, len))
+		return GW_REJECT_TOO_DEEP;
+	*root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &err);
+	return *root ? GW_OK : GW_REJECT_MALFORMED;
+}
+
+/* Length of the valid UTF-8 sequence at s (at most n bytes available), or 0
+ * if it is invalid: bad lead or continuation byte, overlong form, surrogate,
+ * or beyond U+10FFFF. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+	size_t len, i;
+	uint32_t cp;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xC2 && s[0] <= 0xDF) {
+		len = 2;
+		cp = s[0] & 0x1F;
+	} else if (s[0] >= 0xE0 && s[0] <= 0xEF) {
+		len = 3;
+		cp = s[0] & 0x0F;
+	} else if (s[0] >= 0xF0 && s[0] <= 0xF4) {
+		len = 4;
+		cp = s[0] & 0x07;
+	} else {
+		return 0;
+	}
+	if (len > n)
+		return 0;
+	for (i = 1; i < len; i++) {
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3F);
+	}
+	if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+	    (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+		return 0;
+	return len;
+}
+
+/* An id is what we key, log and compare on: 1..GW_ID_MAX bytes, no C0
+ * controls, DEL or C1 controls (U+0080..U+009F, encoded C2 80..C2 9F).
+ * s is known to be valid UTF-8 (it came out of Jansson). */
+static int id_valid(const char *s, size_t n)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t i;
+
+	if (n == 0 || n > GW_ID_MAX)
+		return 0;
+	for (i = 0; i < n; i++) {
+		if (u[i] < 0x20 || u[i] == 0x7F)
+			return 0;
+		if (u[i] == 0xC2 && i + 1 < n && u[i + 1] >= 0x80 && u[i + 1] <= 0x9F)
+			return 0;
+	}
+	return 1;
+}
+
+static int json_is_id(const json_t *v)
+{
+	return json_is_string(v) &&
+	       id_valid(json_string_value(v), json_string_length(v));
+}
+
+/* A non-empty string: content, author fields. */
+static int json_is_text(const json_t *v)
+{
+	return json_is_string(v) && json_string_length(v) > 0;
+}
+
+/* Borrowed member, with JSON null read as absent. */
+static json_t *json_optional(const json_t *obj, const char *key)
+{
+	json_t *v = json_object_get(obj, key);
+
+	return json_is_null(v) ? NULL : v;
+}
+
+/* Copies obj[key] into dst (GW_ID_MAX + 1 bytes) if it is a valid id.
+ * Returns 0 or -1. */
+static int id_copy(const json_t *obj, const char *key, char *dst)
+{
+	const json_t *v = json_object_get(obj, key);
+
+	if (!json_is_id(v))
+		return -1;
+	memcpy(dst, json_string_value(v), json_string_length(v) + 1);
+	return 0;
+}
+
+enum gw_reject proto_decode_handshake(const char *data, size_t len,
+                                      struct gw_handshake *hs)
+{
+	struct gw_handshake tmp;
+	json_t *root, *type, *d, *events;
+	const char *name;
+	enum gw_reject why;
+
+	why = json_parse(data, len, &root);
+	if (why != GW_OK)
+		goto out;
+	why = GW_REJECT_MALFORMED;
+	if (!json_is_object(root))
+		goto out;
+	type = json_object_get(root, "type");
+	if (!json_is_string(type))
+		goto out;
+
+	memset(&tmp, 0, sizeof(tmp));
+	name = json_string_value(type);
+	if (strcmp(name, "mod") == 0) {
+		tmp.role = GW_ROLE_MOD;
+	} else if (strcmp(name, "bot") == 0) {
+		tmp.role = GW_ROLE_BOT;
+	} else {
+		why = GW_REJECT_UNKNOWN_TYPE;
+		goto out;
+	}
+
+	d = json_object_get(root, "data");
+	if (!json_is_object(d))
+		goto out;
+	if (tmp.role == GW_ROLE_MOD) {
+		if (id_copy(d, "server_id", tmp.server_id) < 0 ||
+		    id_copy(d, "channel_id", tmp.channel_id) < 0)
+			goto out;
+	} else if (id_copy(d, "bot_id", tmp.bot_id) < 0) {
+		goto out;
+	}
+	events = json_optional(d, "events");
+	if (events != NULL && !json_is_boolean(events))
+		goto out;
+	tmp.events = json_is_true(events);
+
+	*hs = tmp;
+	why = GW_OK;
+out:
+	json_decref(root);
+	return why;
+}
+
+/* 1 if hs looks like the output of a successful proto_decode_handshake:
+ * a known role and its ids non-empty and terminated within their arrays.
+ * Guards against a caller passing a zeroed or stale struct. */
+static int hs_usable(const struct gw_handshake *hs)
+{
+	if (hs == NULL)
+		return 0;
+	switch (hs->role) {
+	case GW_ROLE_MOD:
+		return hs->server_id[0] != '\0' && hs->channel_id[0] != '\0' &&
+		       memchr(hs->server_id, '\0', sizeof(hs->server_id)) != NULL &&
+		       memchr(hs->channel_id, '\0', sizeof(hs->channel_id)) != NULL;
+	case GW_ROLE_BOT:
+		return hs->bot_id[0] != '\0' &&
+		       memchr(hs->bot_id, '\0', sizeof(hs->bot_id)) != NULL;
+	default:
+		return 0;
+	}
+}
+
+/* Fills *in from root if it is a valid message for hs (hs_usable).
+ * Returns 0 or -1. */
+static int msg_check(json_t *root, const struct gw_handshake *hs,
+                     struct msg_in *in)
+{
+	json_t *id, *dest, *author;
+
+	memset(in, 0, sizeof(*in));
+	in->msg_id = json_object_get(root, "msg_id");
+	if (!json_is_id(in->msg_id))
+		return -1;
+
+	id = json_object_get(root, "id");
+	if (!json_is_id(id))
+		return -1;
+	switch (hs->role) {
+	case GW_ROLE_MOD:
+		/* A mod speaks as itself, into the channel it registered. */
+		if (strcmp(json_string_value(id), hs->server_id) != 0)
+			return -1;
+		dest = json_object_get(root, "destination");
+		if (!json_is_object(dest))
+			return -1;
+		if (!json_is_string(json_object_get(dest, "channel_id")) ||
+		    strcmp(json_string_value(json_object_get(dest, "channel_id")),
+		           hs->channel_id) != 0)
+			return -1;
+		in->channel_id = hs->channel_id;
+		in->sender = hs->server_id;
+		break;
+	case GW_ROLE_BOT:
+		/* `destination`, if a bot sends one, is not used: id routes. */
+		in->channel_id = json_string_value(id);
+		in->sender = hs->bot_id;
+		break;
+	default:
+		return -1;
+	}
+
+	author = json_object_get(root, "author");
+	if (!json_is_object(author))
+		return -1;
+	in->author_id = json_object_get(author, "id");
+	if (!json_is_text(in->author_id))
+		return -1;
+	in->author_name = json_optional(author, "name");
+	if (in->author_name != NULL && !json_is_text(in->author_name))
+		return -1;
+
+	in->content = json_object_get(root, "content");
+	if (!json_is_text(in->content))
+		return -1;
+
+	in->meta = json_optional(root, "meta");
+	if (in->meta != NULL && !json_is_object(in->meta))
+		return -1;
+	in->ts = json_optional(root, "ts");
+	if (in->ts != NULL &&
+	    (!json_is_string(in->ts) || !proto_valid_rfc3339(json_string_value(in->ts))))
+		return -1;
+	return 0;
+}
+
+/* Smallest printf precision (15..17) that reproduces every real in v, so
+ * that 0.1 in meta goes out as 0.1 and not 0.10000000000000001 (Jansson's
+ * default of 17 digits), while no value changes. Depth is bounded by the
+ * pre-parse scan. */
+static int real_precision(json_t *v)
+{
+	const char *key;
+	json_t *item;
+	size_t i;
+	int p = 15, q;
+
+	switch (json_typeof(v)) {
+	case JSON_REAL: {
+		double d = json_real_value(v);
+		char buf[40];
+
+		for (; p < 17; p++) {
+			snprintf(buf, sizeof(buf), "%.*g", p, d);
+			if (strtod(buf, NULL) == d)
+				break;
+		}
+		return p;
+	}
+	case JSON_OBJECT:
+		json_object_foreach(v, key, item) {
+			q = real_precision(item);
+			if (q > p)
+				p = q;
+		}
+		return p;
+	case JSON_ARRAY:
+		json_array_foreach(v, i, item) {
+			q = real_precision(item);
+			if (q > p)
+				p = q;
+		}
+		return p;
+	default:
+		return p;
+	}
+}
+
+/* Writes the compact JSON of v into dst, or "null" if v is NULL or its text
+ * does not fit in cap - 1 bytes. Always NUL-terminated if cap > 0 (empty if
+ * cap < 5). */
+static void msg_id_echo(json_t *v, char *dst, size_t cap)
+{
+	size_t n;
+
+	if (dst == NULL || cap == 0)
+		return;
+	/* A string's JSON text is at least its length + 2: skip the dump. */
+	if (v != NULL && !(json_is_string(v) && json_string_length(v) + 2 > cap - 1)) {
+		n = json_dumpb(v, dst, cap - 1, JSON_COMPACT | JSON_ENCODE_ANY |
+		               JSON_REAL_PRECISION(real_precision(v)));
+		if (n > 0 && n <= cap - 1) {
+			dst[n] = '\0';
+			return;
+		}
+	}
+	if (cap >= 5)
+		memcpy(dst, "null", 5);
+	else
+		dst[0] = '\0';
+}
+
+/* The outbound object, members in wire order. New reference, or NULL when
+ * out of memory. Input values are shared (refcounted), not copied. */
+static json_t *msg_outbound(const struct msg_in *in,
+                            const struct gw_handshake *hs, int64_t now_ms)
+{
+	char received[25];
+	json_t *o, *author;
+	int rc = 0;
+
+	proto_format_time(now_ms, received);
+	o = json_object();
+	author = json_object();
+	rc |= json_object_set_new(o, "type", json_string(proto_role_name(hs->role)));
+	rc |= json_object_set_new(o, "channel_id", json_string(in->channel_id));
+	rc |= json_object_set(o, "msg_id", in->msg_id);
+	if (hs->role == GW_ROLE_MOD)
+		rc |= json_object_set_new(o, "server_id", json_string(hs->server_id));
+	rc |= json_object_set(author, "id", in->author_id);
+	if (in->author_name != NULL)
+		rc |= json_object_set(author, "name", in->author_name);
+	rc |= json_object_set_new(o, "author", author);   /* steals author */
+	rc |= json_object_set(o, "content", in->content);
+	if (in->meta != NULL)
+		rc |= json_object_set(o, "meta", in->meta);
+	if (in->ts != NULL)
+		rc |= json_object_set(o, "ts", in->ts);
+	else
+		rc |= json_object_set_new(o, "ts", json_string(received));
+	rc |= json_object_set_new(o, "received_at", json_string(received));
+	if (rc != 0) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+static int dump_append(const char *buf, size_t size, void *arg)
+{
+	struct dump_buf *d = arg;
+	size_t cap = d->cap;
+	char *p;
+
+	if (size > cap - d->len) {
+		while (size > cap - d->len) {
+			if (cap > SIZE_MAX / 2)
+				return -1;
+			cap *= 2;
+		}
+		p = realloc(d->p, cap);
+		if (p == NULL)
+			return -1;
+		d->p = p;
+		d->cap = cap;
+	}
+	memcpy(d->p + d->len, buf, size);
+	d->len += size;
+	return 0;
+}
+
+/* One allocation laid out as
+ *   struct gw_msg | msg_id NUL | channel_id NUL | sender NUL | body NUL
+ * The body is dumped directly behind the header; its final '}' becomes
+ * the NUL. hint: expected size of the serialized object. */
+static struct gw_msg *msg_new(const struct msg_in *in, json_t *obj, size_t hint)
+{
+	size_t id_len = json_string_length(in->msg_id);
+	size_t ch_len = strlen(in->channel_id);
+	size_t snd_len = strlen(in->sender);
+	size_t head = sizeof(struct gw_msg) + id_len + 1 + ch_len + 1 + snd_len + 1;
+	struct dump_buf d;
+	struct gw_msg *m;
+	char *p;
+	int prec = in->meta != NULL ? real_precision(in->meta) : 15;
+
+	d.len = head;
+	d.cap = head + hint;
+	d.p = malloc(d.cap);
+	if (d.p == NULL)
+		return NULL;
+	if (json_dump_callback(obj, dump_append, &d,
+	                       JSON_COMPACT | JSON_REAL_PRECISION(prec)) != 0 ||
+	    d.len < head + 2 || d.p[d.len - 1] != '}') {
+		free(d.p);
+		return NULL;
+	}
+	d.p[d.len - 1] = '\0';
+	if (d.cap > d.len && (p = realloc(d.p, d.len)) != NULL)
+		d.p = p;   /* give back the slack; keep the block if that fails */
+
+	m = (struct gw_msg *)d.p;
+	memset(m, 0, sizeof(*m));
+	m->refs = 1;
+	m->from = GW_ROLE_MOD;
+	p = d.p + sizeof(*m);
+	m->msg_id = p;
+	memcpy(p, json_string_value(in->msg_id), id_len + 1);
+	p += id_len + 1;
+	m->channel_id = p;
+	memcpy(p, in->channel_id, ch_len + 1);
+	p += ch_len + 1;
+	m->sender = p;
+	memcpy(p, in->sender, snd_len + 1);
+	m->body = d.p + head;
+	m->body_len = d.len - head - 1;
+	return m;
+}
+
+enum gw_reject proto_decode_message(const char *data, size_t len,
+                                    const struct gw_handshake *hs,
+                                    int64_t now_ms, struct gw_msg **out,
+                                    char *msg_id_json, size_t idlen)
+{
+	struct msg_in in;
+	json_t *root, *obj = NULL;
+	enum gw_reject why;
+
+	*out = NULL;
+	msg_id_echo(NULL, msg_id_json, idlen);
+	why = json_parse(data, len, &root);
+	if (why != GW_OK)
+		goto out;
+	why = GW_REJECT_MALFORMED;
+	if (!json_is_object(root))
+		goto out;
+	if (!hs_usable(hs) || msg_check(root, hs, &in) < 0) {
+		msg_id_echo(json_object_get(root, "msg_id"), msg_id_json, idlen);
+		goto out;
+	}
+	obj = msg_outbound(&in, hs, now_ms);
+	/* The compact object is about the input's size, plus the fields the
+	 * gateway adds; a larger one grows, a smaller one is trimmed. */
+	if (obj != NULL)
+		*out = msg_new(&in, obj, len + 2 * GW_ID_MAX + 256);
+	if (*out == NULL) {
+		/* Out of memory: no reason code of its own; the peer is told
+		 * its message was refused and may retry. */
+		msg_id_echo(in.msg_id, msg_id_json, idlen);
+		goto out;
+	}
+	(*out)->from = hs->role;
+	(*out)->received_ms = now_ms;
+	why = GW_OK;
+out:
+	json_decref(obj);
+	json_decref(root);
+	return why;
+}
+
+void proto_msg_ref(struct gw_msg *m)
+{
+	__atomic_add_fetch(&m->refs, 1, __ATOMIC_ACQ_REL);
+}
+
+void proto_msg_unref(struct gw_msg *m)
+{
+	if (m != NULL && __atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) == 0)
+		free(m);   /* header, ids and body are one block */
+}
+
+/* ---- encoding ------------------------------------------------------------ */
+
+/* Writes v in decimal; returns the number of digits (at most 20). */
+static size_t put_u64(char *p, uint64_t v)
+{
+	char tmp[20];
+	size_t n = 0, i;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	for (i = 0; i < n; i++)
+		p[i] = tmp[n - 1 - i];
+	return n;
+}
+
+size_t proto_msg_frame(const struct gw_msg *m, int64_t now_ms, uint64_t dropped,
+                       char *buf, size_t cap)
+{
+	static const char fwd[] = ",\"forwarded_at\":\"";
+	static const char drp[] = ",\"dropped\":";
+	char tail[sizeof(fwd) + 25 + sizeof(drp) + 20 + 2];
+	char *t = tail;
+	size_t tail_len, total;
+
+	memcpy(t, fwd, sizeof(fwd) - 1);
+	t += sizeof(fwd) - 1;
+	proto_format_time(now_ms, t);
+	t += 24;
+	*t++ = '"';
+	if (dropped > 0) {
+		memcpy(t, drp, sizeof(drp) - 1);
+		t += sizeof(drp) - 1;
+		t += put_u64(t, dropped);
+	}
+	*t++ = '}';
+	tail_len = (size_t)(t - tail);
+
+	total = m->body_len + tail_len;
+	if (buf == NULL || total > cap)
+		return total;
+	/* Written whenever it fits, NUL-terminated when there is room: a
+	 * caller that sized buf from a first call without the +1 still gets
+	 * its frame, and one that checks like snprintf (>= cap) is safe too. */
+	memcpy(buf, m->body, m->body_len);
+	memcpy(buf + m->body_len, tail, tail_len);
+	if (total < cap)
+		buf[total] = '\0';
+	return total;
+}
+
+static void out_raw(struct out *o, const char *s, size_t n)
+{
+	if (o->full || n > o->cap - o->len) {
+		o->full = 1;
+		return;
+	}
+	memcpy(o->p + o->len, s, n);
+	o->len += n;
+}
+
+/* Appends s as a quoted JSON string. Escapes '"', '\\' and control bytes;
+ * bytes that are not valid UTF-8 become U+FFFD so the reply is always
+ * valid JSON in a valid text frame. NULL is written as null. */
+static void out_str(struct out *o, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *u = (const unsigned char *)s;
+	size_t n, k, run;
+	char esc[6];
+
+	if (s == NULL) {
+		OUT_LIT(o, "null");
+		return;
+	}
+	n = strlen(s);
+	OUT_LIT(o, "\"");
+	while (n > 0 && !o->full) {
+		/* Copy the longest run that needs no escaping in one go. */
+		for (run = 0; run < n; run += k) {
+			if (u[run] < 0x20 || u[run] == '"' || u[run] == '\\')
+				break;
+			k = utf8_seq(u + run, n - run);
+			if (k == 0)
+				break;
+		}
+		out_raw(o, (const char *)u, run);
+		u += run;
+		n -= run;
+		if (n == 0)
+			break;
+		switch (u[0]) {
+		case '"':  OUT_LIT(o, "\\\""); break;
+		case '\\': OUT_LIT(o, "\\\\"); break;
+		case '\n': OUT_LIT(o, "\\n"); break;
+		case '\r': OUT_LIT(o, "\\r"); break;
+		case '\t': OUT_LIT(o, "\\t"); break;
+		case '\b': OUT_LIT(o, "\\b"); break;
+		case '\f': OUT_LIT(o, "\\f"); break;
+		default:
+			if (u[0] < 0x20) {
+				memcpy(esc, "\\u00", 4);
+				esc[4] = hex[u[0] >> 4];
+				esc[5] = hex[u[0] & 0xF];
+				out_raw(o, esc, 6);
+			} else {
+				OUT_LIT(o, "\\ufffd");   /* invalid UTF-8 byte */
+			}
+			break;
+		}
+		u++;
+		n--;
+	}
+	OUT_LIT(o, "\"");
+}
+
+/* NUL-terminates; returns the length, or 0 if anything did not fit. */
+static size_t out_end(struct out *o)
+{
+	out_raw(o, "", 1);   /* the NUL */
+	if (o->full) {
+		if (o->cap > 0)
+			o->p[0] = '\0';
+		return 0;
+	}
+	return o->len - 1;
+}
+
+size_t proto_connected(enum gw_role role, char *buf, size_t cap)
+{
+	struct out o = { buf, buf != NULL ? cap : 0, 0, 0 };
+
+	OUT_LIT(&o, "{\"status\":\"connected\",\"type\":\"");
+	out_raw(&o, proto_role_name(role), 3);
+	OUT_LIT(&o, "\"}");
+	return out_end(&o);
+}
+
+size_t proto_ack(const char *status, enum gw_role role, const char *msg_id,
+                 int duplicate, char *buf, size_t cap)
+{
+	struct out o = { buf, buf != NULL ? cap : 0, 0, 0 };
+
+	OUT_LIT(&o, "{\"status\":");
+	out_str(&o, status);
+	OUT_LIT(&o, ",\"type\":\"");
+	out_raw(&o, proto_role_name(role), 3);
+	OUT_LIT(&o, "\"");
+	if (msg_id != NULL) {
+		OUT_LIT(&o, ",\"msg_id\":");
+		out_str(&o, msg_id);
+	}
+	if (duplicate)
+		OUT_LIT(&o, ",\"duplicate\":true");
+	OUT_LIT(&o, "}");
+	return out_end(&o);
+}
+
+size_t proto_error(const char *message, int code, const char *msg_id_json,
+                   char *buf, size_t cap)
+{
+	struct out o = { buf, buf != NULL ? cap : 0, 0, 0 };
+	char num[24];
+	int n;
+
+	OUT_LIT(&o, "{\"message\":");
+	out_str(&o, message);
+	n = snprintf(num, sizeof(num), ",\"code\":%d", code);
+	out_raw(&o, num, (size_t)n);
+	if (msg_id_json != NULL) {
+		OUT_LIT(&o, ",\"msg_id\":");
+		out_raw(&o, msg_id_json, strlen(msg_id_json));
+	}
+	OUT_LIT(&o, "}");
+	return out_end(&o);
+}
+
+const char *proto_role_name(enum gw_role role)
+{
+	return role == GW_ROLE_BOT ? "bot" : "mod";
+}
+
+/* ---- time ---------------------------------------------------------------- */
+
+/* Writes v as exactly width decimal digits; returns the end. */
+static char *put_digits(char *p, unsigned v, int width)
+{
+	int i;
+
+	for (i = width - 1; i >= 0; i--) {
+		p[i] = (char)('0' + v % 10);
+		v /= 10;
+	}
+	return p + width;
+}
+
+void proto_format_time(int64_t unix_ms, char *buf)
+{
+	/* Years 0000..9999 keep the text at 24 characters. */
+	static const int64_t min_ms = -62167219200000LL;   /* 0000-01-01 */
+	static const int64_t max_ms = 253402300799999LL;   /* 9999-12-31 */
+	struct tm tm;
+	time_t secs;
+	int64_t s, ms;
+	char *p = buf;
+
+	if (unix_ms < min_ms)
+		unix_ms = min_ms;
+	if (unix_ms > max_ms)
+		unix_ms = max_ms;
+	s = unix_ms / 1000;
+	ms = unix_ms % 1000;
+	if (ms < 0) {           /* floor, for times before 1970 */
+		ms += 1000;
+		s--;
+	}
+	secs = (time_t)s;
+	if (gmtime_r(&secs, &tm) == NULL)
+		memset(&tm, 0, sizeof(tm));
+	p = put_digits(p, (unsigned)(tm.tm_year + 1900), 4);
+	*p++ = '-';
+	p = put_digits(p, (unsigned)(tm.tm_mon + 1), 2);
+	*p++ = '-';
+	p = put_digits(p, (unsigned)tm.tm_mday, 2);
+	*p++ = 'T';
+	p = put_digits(p, (unsigned)tm.tm_hour, 2);
+	*p++ = ':';
+	p = put_digits(p, (unsigned)tm.tm_min, 2);
+	*p++ = ':';
+	p = put_digits(p, (unsigned)tm.tm_sec, 2);
+	*p++ = '.';
+	p = put_digits(p, (unsigned)ms, 3);
+	*p++ = 'Z';
+	*p = '\0';
+}
+
+/* Reads exactly width ASCII digits; stops at the first non-digit (so never
+ * past a NUL). Returns 1 or 0. */
+static int parse_digits(const char *s, int width, int *v)
+{
+	int i;
+
+	*v = 0;
+	for (i = 0; i < width; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return 0;
+		*v = *v * 10 + (s[i] - '0');
+	}
+	return 1;
+}
+
+/* RFC 3339 section 5.6 date-time: full-date "T" partial-time time-offset,
+ * "T" and "Z" in either case, any number of fraction digits, second 60
+ * allowed (leap second). */
+int proto_valid_rfc3339(const char *s)
+{
+	static const int mdays[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+	int year, mon, day, hour, min, sec, oh, om, leap, dim;
+
+	if (s == NULL)
+		return 0;
+	if (!parse_digits(s, 4, &year) || s[4] != '-' ||
+	    !parse_digits(s + 5, 2, &mon) || s[7] != '-' ||
+	    !parse_digits(s + 8, 2, &day) || (s[10] != 'T' && s[10] != 't'))
+		return 0;
+	s += 11;
+	if (!parse_digits(s, 2, &hour) || s[2] != ':' ||
+	    !parse_digits(s + 3, 2, &min) || s[5] != ':' ||
+	    !parse_digits(s + 6, 2, &sec))
+		return 0;
+	s += 8;
+	if (mon < 1 || mon > 12 || day < 1 || hour > 23 || min > 59 || sec > 60)
+		return 0;
+	leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+	dim = mdays[mon - 1] + (mon == 2 && leap);
+	if (day > dim)
+		return 0;
+
+	if (*s == '.') {
+		s++;
+		if (*s < '0' || *s > '9')
+			return 0;
+		while (*s >= '0' && *s <= '9')
+			s++;
+	}
+	if (*s == 'Z' || *s == 'z') {
+		s++;
+	} else if (*s == '+' || *s == '-') {
+		if (!parse_digits(s + 1, 2, &oh) || s[3] != ':' ||
+		    !parse_digits(s + 4, 2, &om) || oh > 23 || om > 59)
+			return 0;
+		s += 6;
+	} else {
+		return 0;
+	}
+	return *s == '\0';
+}
