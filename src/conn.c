@@ -62,7 +62,7 @@ struct gw_conn *conn_new(void)
 	c->id = __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
 	c->fd = -1;
 	c->state = GW_CONN_NEW;
-	c->created_ms = c->last_seen_ms = c->last_pong_ms = c->last_ping_ms = now;
+	c->created_ms = c->last_seen_ms = c->last_ping_ms = now;
 	return c;
 }
 

@@ -58,7 +58,8 @@ struct gw_conn {
 	int64_t close_deadline_ms;   /* monotonic: abort if still open then (0 = none) */
 
 	/* liveness, monotonic ms (atomic) */
-	int64_t created_ms, last_seen_ms, last_pong_ms, last_ping_ms;
+	int64_t created_ms, last_seen_ms, last_ping_ms;
+	uint64_t pongs;       /* pongs received (atomic): a probe waits for it to move */
 
 	/* identity: written once by the reader thread before the conn becomes
 	 * READY (under the registry lock), read-only afterwards */

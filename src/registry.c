@@ -436,18 +436,18 @@ static enum gw_join join_bot(struct gw_conn *c)
 		/* A bot holds the slot: is it alive? Ping it and wait for any
 		 * pong, so a bot whose link died silently cannot lock us out. */
 		struct timespec until;
-		int64_t sent = gw_now_mono();
-		int64_t deadline = sent + (int64_t)reg.cfg->bot_probe_timeout * 1000;
+		int64_t deadline = gw_now_mono() + (int64_t)reg.cfg->bot_probe_timeout * 1000;
+		uint64_t pongs = __atomic_load_n(&old->pongs, __ATOMIC_ACQUIRE);
 
 		conn_ref(old);
 		conn_send(old, 9, "probe", 5);
 		until.tv_sec = deadline / 1000;
 		until.tv_nsec = (deadline % 1000) * 1000000;
-		while (reg.bot == old && __atomic_load_n(&old->last_pong_ms, __ATOMIC_ACQUIRE) < sent &&
+		while (reg.bot == old && __atomic_load_n(&old->pongs, __ATOMIC_ACQUIRE) == pongs &&
 		       gw_now_mono() < deadline)
 			pthread_cond_timedwait(&reg.pong, &reg.lock, &until);
 		if (reg.bot == old) {
-			if (__atomic_load_n(&old->last_pong_ms, __ATOMIC_ACQUIRE) >= sent) {
+			if (__atomic_load_n(&old->pongs, __ATOMIC_ACQUIRE) != pongs) {
 				pthread_mutex_unlock(&reg.lock);
 				conn_unref(old);
 				return GW_JOIN_CONFLICT;
@@ -550,7 +550,7 @@ enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m)
 void registry_pong(struct gw_conn *c)
 {
 	pthread_mutex_lock(&reg.lock);
-	__atomic_store_n(&c->last_pong_ms, gw_now_mono(), __ATOMIC_RELEASE);
+	__atomic_add_fetch(&c->pongs, 1, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&reg.pong);
 	pthread_mutex_unlock(&reg.lock);
 }

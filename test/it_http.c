@@ -1,0 +1,250 @@
+/*
+ * it_http.c - the gateway as an operator meets it: command line, config
+ * errors, /health, 404, 503, logs, signals.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "itutil.h"
+
+#define T 3000
+
+static void test_version_and_help(void **state)
+{
+	char out[4096];
+	const char *v[] = { "--version", NULL }, *h[] = { "--help", NULL }, *bad[] = { "--nope", NULL };
+
+	(void)state;
+	assert_int_equal(gw_run(out, sizeof(out), v), 0);
+	assert_non_null(strstr(out, "homestead-gateway "));
+	assert_int_equal(gw_run(out, sizeof(out), h), 0);
+	assert_non_null(strstr(out, "--config"));
+	assert_non_null(strstr(out, "--check-config"));
+	assert_int_equal(gw_run(out, sizeof(out), bad), 2);
+	assert_non_null(strstr(out, "Usage"));
+}
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+static void test_check_config_and_errors(void **state)
+{
+	static const struct { const char *ini, *needle; } bad[] = {
+		{ "[gateway]\nread_timeout = 0\n", ":2: key 'read_timeout'" },
+		{ "[gateway]\nhttp_port = 70000\n", "http_port" },
+		{ "[gateway]\nbody_size = 2048\n", "1..1024" },
+		{ "[gateway]\nnope = 1\n", "unknown key 'nope'" },
+		{ "[other]\n", "other" },
+		{ "[log]\nlevel = loud\n", "level" },
+		{ "[store]\nsync = sometimes\n", "sync" },
+		{ "[gateway]\napi_key =\n", "api_key" },
+		{ "[gateway]\nlisten = somewhere\n", "listen" },
+	};
+	char dir[] = "/tmp/homestead-cfg.XXXXXX", path[300], out[4096];
+	const char *args[] = { "--check-config", "-c", path, NULL };
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/gateway.ini", dir);
+	write_file(path, "[gateway]\nhttp_port = 4444\napi_key = \"s3cret-key\"\n");
+	assert_int_equal(gw_run(out, sizeof(out), args), 0);
+	assert_non_null(strstr(out, "config OK"));
+	assert_non_null(strstr(out, "http_port = 4444"));
+	assert_null(strstr(out, "s3cret-key"));
+	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		write_file(path, bad[i].ini);
+		assert_int_equal(gw_run(out, sizeof(out), args), 2);
+		if (!strstr(out, bad[i].needle) || (i != 7 && !strstr(out, "gateway.ini")))
+			fail_msg("case %zu: '%s' not in: %s", i, bad[i].needle, out);
+	}
+	/* a missing file */
+	snprintf(path, sizeof(path), "%s/missing.ini", dir);
+	assert_int_equal(gw_run(out, sizeof(out), args), 2);
+	assert_non_null(strstr(out, "missing.ini"));
+	snprintf(path, sizeof(path), "%s/gateway.ini", dir);
+	unlink(path);
+	rmdir(dir);
+}
+
+static void test_health_404_and_logs(void **state)
+{
+	struct gw_proc gw;
+	char body[1024], logdir[400];
+	json_t *j;
+	DIR *d;
+	struct dirent *e;
+	int files = 0;
+
+	(void)state;
+	assert_int_equal(gw_start(&gw, NULL), 0);
+	assert_int_equal(http_get(gw.port, "/health", NULL, body, sizeof(body), T), 200);
+	j = json_loads(body, 0, NULL);
+	assert_non_null(j);
+	assert_string_equal(it_str(j, "status"), "healthy");
+	assert_true(json_is_integer(json_object_get(j, "uptime_s")));
+	json_decref(j);
+	assert_int_equal(http_get(gw.port, "/nope", NULL, body, sizeof(body), T), 404);
+	j = json_loads(body, 0, NULL);
+	assert_non_null(j);
+	assert_int_equal(json_integer_value(json_object_get(j, "code")), 404);
+	json_decref(j);
+	/* a plain GET /sync with a key is not an upgrade */
+	assert_int_equal(http_get(gw.port, "/sync?api_key=test-key", NULL, body, sizeof(body), T), 400);
+	/* a wrong key in the URL is never logged, nor the right one */
+	struct ws *w = ws_connect(gw.port, "/sync?api_key=test-key-wrong", NULL, T);
+	assert_int_equal(w->http_status, 401);
+	ws_free(w);
+	struct ws *m = gw_mod(&gw, "srv \"x\" level=ERROR", "c1");
+	assert_non_null(m);
+	ws_free(m);
+	assert_int_equal(gw_stop(&gw, SIGTERM, 5000), 0);
+	snprintf(logdir, sizeof(logdir), "%s/logs", gw.dir);
+	d = opendir(logdir);
+	assert_non_null(d);
+	while ((e = readdir(d)) != NULL) {
+		char path[700], buf[65536];
+		FILE *f;
+		size_t n;
+
+		if (strncmp(e->d_name, "gateway-", 8) != 0)
+			continue;
+		files++;
+		snprintf(path, sizeof(path), "%s/%s", logdir, e->d_name);
+		f = fopen(path, "r");
+		n = fread(buf, 1, sizeof(buf) - 1, f);
+		buf[n] = '\0';
+		fclose(f);
+		assert_null(strstr(buf, "test-key"));
+		assert_non_null(strstr(buf, "listening"));
+		assert_non_null(strstr(buf, "mod connected"));
+		/* the hostile server_id is one quoted value */
+		assert_non_null(strstr(buf, "server_id=\"srv \\\"x\\\" level=ERROR\""));
+	}
+	closedir(d);
+	assert_int_equal(files, 1);
+	assert_false(gw_log_contains(&gw, "test-key"));
+	gw_cleanup(&gw);
+}
+
+static void test_max_connections_503(void **state)
+{
+	struct gw_proc gw;
+	struct ws *a, *b, *c;
+
+	(void)state;
+	assert_int_equal(gw_start(&gw, "[gateway]\nmax_connections = 2\n"), 0);
+	a = gw_mod(&gw, "s1", "c1");
+	b = gw_mod(&gw, "s2", "c1");
+	assert_non_null(a);
+	assert_non_null(b);
+	c = ws_connect(gw.port, "/sync?api_key=test-key", NULL, T);
+	assert_non_null(c);
+	assert_int_equal(c->http_status, 503);
+	assert_non_null(strstr(c->http_body, "\"code\":503"));
+	ws_free(c);
+	ws_free(a);
+	/* a slot frees when a peer leaves */
+	for (int i = 0; i < 100; i++) {
+		c = gw_mod(&gw, "s3", "c1");
+		if (c)
+			break;
+		usleep(20000);
+	}
+	assert_non_null(c);
+	ws_free(c);
+	ws_free(b);
+	gw_stop(&gw, SIGTERM, 5000);
+	gw_cleanup(&gw);
+}
+
+static void test_sigterm_going_away(void **state)
+{
+	struct gw_proc gw;
+	struct ws *m, *b;
+	struct ws_frame f;
+
+	(void)state;
+	assert_int_equal(gw_start(&gw, NULL), 0);
+	m = gw_mod(&gw, "s1", "c1");
+	b = gw_bot(&gw, "b1");
+	assert_non_null(m);
+	assert_non_null(b);
+	kill(gw.pid, SIGTERM);
+	for (int i = 0; i < 2; i++) {
+		struct ws *w = i ? b : m;
+		int code = -1;
+
+		while (ws_recv_frame(w, &f, T) == 0) {
+			if (f.opcode == 8) {
+				code = f.close_code;
+				assert_string_equal((char *)f.data + 2, "Going away.");
+				ws_frame_free(&f);
+				break;
+			}
+			ws_frame_free(&f);
+		}
+		assert_int_equal(code, 1001);
+		ws_send_frame(w, 1, 8, "\x03\xe9", 2, 1, 0);
+	}
+	assert_int_equal(gw_stop(&gw, 0, 5000), 0);
+	ws_free(m);
+	ws_free(b);
+	gw_cleanup(&gw);
+}
+
+static void test_sigpipe_and_sigint(void **state)
+{
+	struct gw_proc gw;
+
+	(void)state;
+	assert_int_equal(gw_start(&gw, NULL), 0);
+	/* peers that vanish while the gateway writes to them */
+	for (int i = 0; i < 20; i++) {
+		struct ws *b = gw_bot(&gw, "b1");
+		struct ws *m = gw_mod(&gw, "s1", "c1");
+
+		if (!b || !m)
+			fail_msg("connect %d failed", i);
+		for (int k = 0; k < 20; k++)
+			it_mod_send(m, "x", "s1", "c1", "payload payload payload payload");
+		ws_free(b);   /* gone without a close frame */
+		ws_free(m);
+	}
+	char body[256];
+	assert_int_equal(http_get(gw.port, "/health", NULL, body, sizeof(body), T), 200);
+	assert_int_equal(gw_stop(&gw, SIGINT, 5000), 0);
+	gw_cleanup(&gw);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_version_and_help),
+		cmocka_unit_test(test_check_config_and_errors),
+		cmocka_unit_test(test_health_404_and_logs),
+		cmocka_unit_test(test_max_connections_503),
+		cmocka_unit_test(test_sigterm_going_away),
+		cmocka_unit_test(test_sigpipe_and_sigint),
+	};
+
+	if (getenv("TEST_FILTER"))
+		cmocka_set_test_filter(getenv("TEST_FILTER"));
+	return cmocka_run_group_tests_name("it_http", tests, NULL, NULL);
+}

@@ -1,0 +1,240 @@
+/*
+ * it_order.c - order and completeness under concurrency and faults: many
+ * mods sending at once while the bot reconnects, and a bot that stops
+ * reading (it is dropped after write_timeout, nobody else waits for it, and
+ * what it had not taken arrives, in order, when it comes back).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "itutil.h"
+
+#define T 5000
+#define MODS 4
+
+static struct gw_proc gw;
+
+struct sender {
+	int idx, count;
+	size_t content_len;
+	int window;            /* unacked messages allowed */
+	int64_t worst_ack_ms;  /* slowest ack seen */
+	int acks, failed;
+};
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A mod that sends `count` messages with at most `window` unacked. */
+static void *mod_main(void *arg)
+{
+	struct sender *s = arg;
+	char sid[16], chan[16], id[32];
+	char *content = malloc(s->content_len + 1);
+	int64_t *sent_at = calloc((size_t)s->count, sizeof(*sent_at));
+	struct ws *m;
+	int next = 0;
+
+	snprintf(sid, sizeof(sid), "s%d", s->idx);
+	snprintf(chan, sizeof(chan), "c%d", s->idx % 2);   /* two mods per channel */
+	memset(content, 'a' + s->idx, s->content_len);
+	content[s->content_len] = '\0';
+	m = gw_mod(&gw, sid, chan);
+	if (!m) {
+		s->failed = 1;
+		goto out;
+	}
+	while (s->acks < s->count) {
+		json_t *j;
+
+		while (next < s->count && next - s->acks < s->window) {
+			snprintf(id, sizeof(id), "%s-%d", sid, next);
+			sent_at[next] = now_ms();
+			if (it_mod_send(m, id, sid, chan, content) < 0) {
+				s->failed = 1;
+				goto out;
+			}
+			next++;
+		}
+		j = it_recv_json(m, T, NULL);
+		if (!j || !json_object_get(j, "status")) {
+			s->failed = 1;
+			json_decref(j);
+			goto out;
+		}
+		if (strcmp(it_str(j, "status"), "failed") == 0)
+			s->failed = 1;
+		int64_t lat = now_ms() - sent_at[s->acks];
+		if (lat > s->worst_ack_ms)
+			s->worst_ack_ms = lat;
+		s->acks++;
+		json_decref(j);
+	}
+out:
+	ws_free(m);
+	free(content);
+	free(sent_at);
+	return NULL;
+}
+
+/* Tracks what the bot received: per sender the next index expected. */
+struct tally {
+	int next[MODS];
+	int total, errors;
+};
+
+static void tally_msg(struct tally *t, json_t *j)
+{
+	int s, i;
+
+	if (sscanf(it_str(j, "msg_id"), "s%d-%d", &s, &i) != 2 || s < 0 || s >= MODS) {
+		t->errors++;
+		return;
+	}
+	if (i != t->next[s]) {
+		print_error("sender %d: got %d, expected %d\n", s, i, t->next[s]);
+		t->errors++;
+	}
+	t->next[s] = i + 1;
+	t->total++;
+}
+
+/* Reads routed messages until the connection ends; complete frames only. */
+static void drain(struct ws *b, struct tally *t, int timeout_ms)
+{
+	char *txt;
+	int cc;
+
+	while ((txt = ws_recv_text(b, timeout_ms, &cc)) != NULL) {
+		json_t *j = json_loads(txt, 0, NULL);
+
+		free(txt);
+		if (j && json_object_get(j, "content"))
+			tally_msg(t, j);
+		json_decref(j);
+	}
+}
+
+static void test_order_with_bot_reconnect(void **state)
+{
+	struct sender s[MODS];
+	pthread_t th[MODS];
+	struct tally t = { { 0 }, 0, 0 };
+	struct ws *b;
+	json_t *j;
+	const int per = 250;
+
+	(void)state;
+	assert_int_equal(gw_start(&gw, "[gateway]\nqueue_max = 100000\n"), 0);
+	b = gw_bot(&gw, "b1");
+	assert_non_null(b);
+	for (int i = 0; i < MODS; i++) {
+		s[i] = (struct sender){ .idx = i, .count = per, .content_len = 64, .window = 16 };
+		pthread_create(&th[i], NULL, mod_main, &s[i]);
+	}
+	/* take a third, then leave politely mid-stream and come back */
+	while (t.total < MODS * per / 3 && (j = it_wait_msg(b, T)) != NULL) {
+		tally_msg(&t, j);
+		json_decref(j);
+	}
+	ws_send_frame(b, 1, 8, "\x03\xe8", 2, 1, 0);
+	drain(b, &t, T);   /* everything sent before the server's close frame */
+	ws_free(b);
+	b = gw_bot(&gw, "b1");
+	assert_non_null(b);
+	while (t.total < MODS * per && (j = it_wait_msg(b, T)) != NULL) {
+		tally_msg(&t, j);
+		json_decref(j);
+	}
+	for (int i = 0; i < MODS; i++) {
+		pthread_join(th[i], NULL);
+		assert_false(s[i].failed);
+		assert_int_equal(s[i].acks, per);
+		assert_int_equal(t.next[i], per);
+	}
+	assert_int_equal(t.errors, 0);
+	assert_int_equal(t.total, MODS * per);
+	/* nothing more: exactly once */
+	assert_null(it_wait_msg(b, 300));
+	ws_free(b);
+	gw_stop(&gw, SIGTERM, 5000);
+	gw_cleanup(&gw);
+}
+
+static void test_stuck_bot_dropped_others_flow(void **state)
+{
+	struct sender s[MODS];
+	pthread_t th[MODS];
+	struct tally t = { { 0 }, 0, 0 };
+	struct ws *b;
+	json_t *j;
+	const int per = 300;
+	int64_t start;
+
+	(void)state;
+	assert_int_equal(gw_start(&gw, "[gateway]\nqueue_max = 100000\nwrite_timeout = 2\n"
+	                               "read_timeout = 30\nping_interval = 10\n"), 0);
+	b = gw_bot(&gw, "b1");
+	assert_non_null(b);
+	/* the bot now stops reading; 4 x 300 x 16 KiB fill every buffer */
+	start = now_ms();
+	for (int i = 0; i < MODS; i++) {
+		s[i] = (struct sender){ .idx = i, .count = per, .content_len = 16384, .window = 8 };
+		pthread_create(&th[i], NULL, mod_main, &s[i]);
+	}
+	for (int i = 0; i < MODS; i++) {
+		pthread_join(th[i], NULL);
+		assert_false(s[i].failed);
+		assert_int_equal(s[i].acks, per);
+		/* acks never waited for the stuck bot */
+		if (s[i].worst_ack_ms > 1000)
+			fail_msg("mod %d waited %lld ms for an ack", i, (long long)s[i].worst_ack_ms);
+	}
+	print_message("mods done in %lld ms\n", (long long)(now_ms() - start));
+	/* the bot is dropped after write_timeout */
+	for (int i = 0; i < 100 && !gw_log_contains(&gw, "write timeout"); i++)
+		usleep(50000);
+	assert_true(gw_log_contains(&gw, "write timeout"));
+	/* what reached its socket before the drop, then the rest after */
+	drain(b, &t, 2000);
+	ws_free(b);
+	b = gw_bot(&gw, "b1");
+	assert_non_null(b);
+	while (t.total < MODS * per && (j = it_wait_msg(b, T)) != NULL) {
+		tally_msg(&t, j);
+		json_decref(j);
+	}
+	assert_int_equal(t.errors, 0);
+	assert_int_equal(t.total, MODS * per);
+	assert_null(it_wait_msg(b, 300));
+	ws_free(b);
+	gw_stop(&gw, SIGTERM, 5000);
+	gw_cleanup(&gw);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_order_with_bot_reconnect),
+		cmocka_unit_test(test_stuck_bot_dropped_others_flow),
+	};
+
+	if (getenv("TEST_FILTER"))
+		cmocka_set_test_filter(getenv("TEST_FILTER"));
+	return cmocka_run_group_tests_name("it_order", tests, NULL, NULL);
+}

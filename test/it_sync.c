@@ -1,0 +1,573 @@
+/*
+ * it_sync.c - the /sync protocol against the real binary over real sockets:
+ * auth, handshake, routing, acks, queues, validation, frames, liveness.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "itutil.h"
+
+#define T 3000   /* ms: generous receive timeout */
+
+static struct gw_proc gw;
+
+static int up(void **state)
+{
+	(void)state;
+	return gw_start(&gw, NULL);
+}
+
+static int down(void **state)
+{
+	(void)state;
+	gw_stop(&gw, SIGTERM, 5000);
+	gw_cleanup(&gw);
+	return 0;
+}
+
+static struct ws *raw(const char *path)
+{
+	return ws_connect(gw.port, path, NULL, T);
+}
+
+static void expect_error_then_close(struct ws *w, int code, const char *message)
+{
+	int cc = 0;
+	json_t *j = it_recv_json(w, T, &cc);
+
+	assert_non_null(j);
+	assert_int_equal(json_integer_value(json_object_get(j, "code")), code);
+	assert_string_equal(it_str(j, "message"), message);
+	json_decref(j);
+	assert_int_equal(ws_wait_close(w, T), 1000);
+}
+
+/* --- auth ------------------------------------------------------------ */
+
+static void test_auth_missing_and_wrong_key(void **state)
+{
+	const char *paths[] = { "/sync", "/sync?api_key=", "/sync?api_key=wrong", "/sync?api_key=test-ke" };
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(paths) / sizeof(*paths); i++) {
+		struct ws *w = raw(paths[i]);
+
+		assert_non_null(w);
+		assert_int_equal(w->http_status, 401);
+		assert_string_equal(w->http_body, "{\"message\":\"Unauthorized.\",\"code\":401}");
+		ws_free(w);
+	}
+	assert_false(gw_log_contains(&gw, "test-key"));
+	assert_false(gw_log_contains(&gw, "wrong"));
+}
+
+static void test_auth_header_and_query(void **state)
+{
+	struct ws *w;
+
+	(void)state;
+	w = ws_connect(gw.port, "/sync", "X-API-Key: test-key\r\n", T);
+	assert_non_null(w);
+	assert_int_equal(w->http_status, 101);
+	ws_free(w);
+	w = raw("/sync?api_key=test-key");
+	assert_int_equal(w->http_status, 101);
+	ws_free(w);
+}
+
+/* --- handshake -------------------------------------------------------- */
+
+static void test_handshake_ok(void **state)
+{
+	struct ws *w = raw("/sync?api_key=test-key");
+	json_t *j;
+
+	(void)state;
+	ws_send_text(w, "{\"type\":\"mod\",\"data\":{\"server_id\":\"s1\",\"channel_id\":\"c1\"}}");
+	j = it_recv_json(w, T, NULL);
+	assert_non_null(j);
+	assert_string_equal(it_str(j, "status"), "connected");
+	assert_string_equal(it_str(j, "type"), "mod");
+	json_decref(j);
+	ws_free(w);
+
+	w = raw("/sync?api_key=test-key");
+	ws_send_text(w, "{\"type\":\"bot\",\"data\":{\"bot_id\":\"b1\"}}");
+	j = it_recv_json(w, T, NULL);
+	assert_non_null(j);
+	assert_string_equal(it_str(j, "status"), "connected");
+	assert_string_equal(it_str(j, "type"), "bot");
+	json_decref(j);
+	ws_free(w);
+}
+
+static void test_handshake_errors(void **state)
+{
+	static const struct { const char *frame, *message; } cases[] = {
+		{ "not json", "Malformed handshake." },
+		{ "[]", "Malformed handshake." },
+		{ "{\"type\":\"mod\"}", "Malformed handshake." },
+		{ "{\"type\":\"mod\",\"data\":{\"server_id\":\"s1\"}}", "Malformed handshake." },
+		{ "{\"type\":\"mod\",\"data\":{\"server_id\":\"\",\"channel_id\":\"c\"}}", "Malformed handshake." },
+		{ "{\"type\":\"bot\",\"data\":{\"bot_id\":5}}", "Malformed handshake." },
+		{ "{\"type\":\"admin\",\"data\":{}}", "Unknown handshake." },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+		struct ws *w = raw("/sync?api_key=test-key");
+
+		ws_send_text(w, cases[i].frame);
+		expect_error_then_close(w, 400, cases[i].message);
+		ws_free(w);
+	}
+}
+
+static void test_handshake_timeout(void **state)
+{
+	struct ws *w = raw("/sync?api_key=test-key");
+	int cc = 0;
+	json_t *j;
+
+	(void)state;
+	/* handshake_timeout = 2 s in the harness config */
+	j = it_recv_json(w, 4000, &cc);
+	assert_non_null(j);
+	assert_int_equal(json_integer_value(json_object_get(j, "code")), 408);
+	json_decref(j);
+	assert_int_equal(ws_wait_close(w, T), 1000);
+	ws_free(w);
+}
+
+static void test_bot_conflict_when_alive(void **state)
+{
+	struct ws *b1 = gw_bot(&gw, "b1"), *b2;
+	char *t;
+
+	(void)state;
+	assert_non_null(b1);
+	b2 = raw("/sync?api_key=test-key");
+	ws_send_text(b2, "{\"type\":\"bot\",\"data\":{\"bot_id\":\"b2\"}}");
+	/* b1 answers the probe ping (ws_recv_text pongs) */
+	t = ws_recv_text(b1, 1500, NULL);
+	free(t);
+	expect_error_then_close(b2, 409, "Bot already connected.");
+	ws_free(b2);
+	/* b1 still works */
+	it_bot_send(b1, "m1", "c1", "hi");
+	json_t *ack = it_wait_ack(b1, "m1", T);
+	assert_non_null(ack);
+	json_decref(ack);
+	ws_free(b1);
+}
+
+static void test_bot_replaced_when_silent(void **state)
+{
+	struct ws *b1 = gw_bot(&gw, "b1"), *b2;
+	json_t *j;
+
+	(void)state;
+	assert_non_null(b1);
+	/* b1 never reads again: the probe goes unanswered (1 s) */
+	b2 = gw_bot(&gw, "b2");
+	assert_non_null(b2);
+	/* the old bot's connection was ended */
+	assert_true(ws_wait_close(b1, T) > 0);
+	struct ws *m = gw_mod(&gw, "s1", "c1");
+	it_mod_send(m, "x1", "s1", "c1", "to the new bot");
+	j = it_wait_msg(b2, T);
+	assert_non_null(j);
+	assert_string_equal(it_str(j, "content"), "to the new bot");
+	json_decref(j);
+	ws_free(m);
+	ws_free(b1);
+	ws_free(b2);
+}
+
+/* --- routing ---------------------------------------------------------- */
+
+static void test_mod_to_bot_completed_shape(void **state)
+{
+	struct ws *b = gw_bot(&gw, "b1"), *m = gw_mod(&gw, "srv-1", "chan-1");
+	json_t *ack, *j;
+
+	(void)state;
+	assert_non_null(b);
+	assert_non_null(m);
+	assert_int_equal(ws_send_text(m, "{\"msg_id\":\"m-1\",\"id\":\"srv-1\",\"destination\":"
+	                                 "{\"channel_id\":\"chan-1\"},\"author\":{\"id\":\"p1\",\"name\":"
+	                                 "\"Steve\"},\"content\":\"hello\",\"meta\":{\"world\":\"overworld\"},"
+	                                 "\"ts\":\"2025-12-08T10:30:00Z\"}"), 0);
+	ack = it_wait_ack(m, "m-1", T);
+	assert_non_null(ack);
+	assert_string_equal(it_str(ack, "status"), "completed");
+	assert_string_equal(it_str(ack, "type"), "mod");
+	json_decref(ack);
+	j = it_wait_msg(b, T);
+	assert_non_null(j);
+	assert_string_equal(it_str(j, "type"), "mod");
+	assert_string_equal(it_str(j, "channel_id"), "chan-1");
+	assert_string_equal(it_str(j, "msg_id"), "m-1");
+	assert_string_equal(it_str(j, "server_id"), "srv-1");
+	assert_string_equal(it_str(json_object_get(j, "author"), "id"), "p1");
+	assert_string_equal(it_str(json_object_get(j, "author"), "name"), "Steve");
+	assert_string_equal(it_str(j, "content"), "hello");
+	assert_string_equal(it_str(json_object_get(j, "meta"), "world"), "overworld");
+	assert_string_equal(it_str(j, "ts"), "2025-12-08T10:30:00Z");
+	assert_int_equal(strlen(it_str(j, "received_at")), 24);
+	assert_int_equal(strlen(it_str(j, "forwarded_at")), 24);
+	assert_null(json_object_get(j, "dropped"));
+	json_decref(j);
+	ws_free(m);
+	ws_free(b);
+}
+
+static void test_bot_to_mods_fanout(void **state)
+{
+	struct ws *b = gw_bot(&gw, "b1");
+	struct ws *m1 = gw_mod(&gw, "s1", "c1"), *m2 = gw_mod(&gw, "s2", "c1"), *m3 = gw_mod(&gw, "s3", "c2");
+	json_t *ack, *j;
+
+	(void)state;
+	it_bot_send(b, "b-1", "c1", "from discord");
+	ack = it_wait_ack(b, "b-1", T);
+	assert_string_equal(it_str(ack, "status"), "completed");
+	assert_string_equal(it_str(ack, "type"), "bot");
+	json_decref(ack);
+	for (int i = 0; i < 2; i++) {
+		j = it_wait_msg(i ? m2 : m1, T);
+		assert_non_null(j);
+		assert_string_equal(it_str(j, "type"), "bot");
+		assert_string_equal(it_str(j, "channel_id"), "c1");
+		assert_string_equal(it_str(j, "content"), "from discord");
+		assert_null(json_object_get(j, "server_id"));
+		json_decref(j);
+	}
+	/* the other channel got nothing */
+	assert_null(it_wait_msg(m3, 300));
+	ws_free(m1);
+	ws_free(m2);
+	ws_free(m3);
+	ws_free(b);
+}
+
+static void test_queued_then_flushed_in_order(void **state)
+{
+	struct ws *m = gw_mod(&gw, "s1", "c1"), *b;
+	char id[16];
+	json_t *ack, *j;
+
+	(void)state;
+	for (int i = 0; i < 5; i++) {
+		snprintf(id, sizeof(id), "q%d", i);
+		it_mod_send(m, id, "s1", "c1", id);
+		ack = it_wait_ack(m, id, T);
+		assert_string_equal(it_str(ack, "status"), "queued");
+		json_decref(ack);
+	}
+	b = gw_bot(&gw, "b1");
+	assert_non_null(b);
+	for (int i = 0; i < 5; i++) {
+		snprintf(id, sizeof(id), "q%d", i);
+		j = it_wait_msg(b, T);
+		assert_non_null(j);
+		assert_string_equal(it_str(j, "msg_id"), id);
+		json_decref(j);
+	}
+	/* and the other way: bot -> offline channel, then the mod connects */
+	it_bot_send(b, "to-c9", "c9", "later");
+	ack = it_wait_ack(b, "to-c9", T);
+	assert_string_equal(it_str(ack, "status"), "queued");
+	json_decref(ack);
+	struct ws *m9 = gw_mod(&gw, "s9", "c9");
+	j = it_wait_msg(m9, T);
+	assert_non_null(j);
+	assert_string_equal(it_str(j, "content"), "later");
+	json_decref(j);
+	ws_free(m9);
+	ws_free(m);
+	ws_free(b);
+}
+
+static void test_ring_overflow_counts_dropped(void **state)
+{
+	struct ws *m = gw_mod(&gw, "s1", "c1"), *b;
+	char id[16];
+	json_t *j;
+
+	(void)state;
+	/* queue_max = 8 (default): 12 queued, the first 4 overwritten */
+	for (int i = 0; i < 12; i++) {
+		snprintf(id, sizeof(id), "o%d", i);
+		it_mod_send(m, id, "s1", "c1", id);
+		json_decref(it_wait_ack(m, id, T));
+	}
+	b = gw_bot(&gw, "b1");
+	j = it_wait_msg(b, T);
+	assert_string_equal(it_str(j, "msg_id"), "o4");
+	assert_int_equal(json_integer_value(json_object_get(j, "dropped")), 4);
+	json_decref(j);
+	j = it_wait_msg(b, T);
+	assert_string_equal(it_str(j, "msg_id"), "o5");
+	assert_null(json_object_get(j, "dropped"));
+	json_decref(j);
+	ws_free(m);
+	ws_free(b);
+}
+
+static void test_same_server_id_replaces(void **state)
+{
+	struct ws *old = gw_mod(&gw, "s1", "c1"), *nw, *b;
+	json_t *j;
+
+	(void)state;
+	assert_non_null(old);
+	nw = gw_mod(&gw, "s1", "c1");
+	assert_non_null(nw);
+	assert_int_equal(ws_wait_close(old, T), 1000);
+	b = gw_bot(&gw, "b1");
+	it_bot_send(b, "r1", "c1", "only once");
+	j = it_wait_msg(nw, T);
+	assert_non_null(j);
+	json_decref(j);
+	j = it_wait_ack(b, "r1", T);
+	assert_string_equal(it_str(j, "status"), "completed");
+	json_decref(j);
+	ws_free(old);
+	ws_free(nw);
+	ws_free(b);
+}
+
+/* --- validation --------------------------------------------------------- */
+
+static void test_malformed_messages_keep_connection(void **state)
+{
+	static const char *bad[] = {
+		"not json",
+		"{\"msg_id\":\"v1\"}",
+		"{\"msg_id\":\"v2\",\"id\":\"other\",\"destination\":{\"channel_id\":\"c1\"},\"author\":{\"id\":\"p\"},\"content\":\"x\"}",
+		"{\"msg_id\":\"v3\",\"id\":\"s1\",\"destination\":{\"channel_id\":\"c1\"},\"author\":{\"id\":\"p\"},\"content\":\"\"}",
+		"{\"msg_id\":\"v4\",\"id\":\"s1\",\"destination\":{\"channel_id\":\"c1\"},\"author\":{\"id\":\"p\"},\"content\":5}",
+		"{\"msg_id\":\"v5\",\"id\":\"s1\",\"destination\":{\"channel_id\":\"c1\"},\"author\":{\"id\":\"p\"},\"content\":\"x\",\"ts\":\"yesterday\"}",
+		"{\"msg_id\":\"v6\",\"id\":\"s1\",\"destination\":{\"channel_id\":\"c1\"},\"author\":{\"id\":\"p\"},\"content\":\"x\",\"meta\":[]}",
+		"{\"msg_id\":\"v7\",\"id\":\"s1\",\"author\":{\"id\":\"p\"},\"content\":\"x\"}",
+	};
+	static const char *ids[] = { NULL, "v1", "v2", "v3", "v4", "v5", "v6", "v7" };
+	struct ws *m = gw_mod(&gw, "s1", "c1");
+	json_t *j;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		ws_send_text(m, bad[i]);
+		j = it_recv_json(m, T, NULL);
+		assert_non_null(j);
+		assert_int_equal(json_integer_value(json_object_get(j, "code")), 400);
+		assert_string_equal(it_str(j, "message"), "Malformed message.");
+		if (ids[i])
+			assert_string_equal(it_str(j, "msg_id"), ids[i]);
+		else
+			assert_true(json_is_null(json_object_get(j, "msg_id")));
+		json_decref(j);
+	}
+	/* invalid UTF-8 in a text frame */
+	ws_send_text(m, "{\"msg_id\":\"u\",\"id\":\"s1\",\"destination\":{\"channel_id\":\"c1\"},"
+	                "\"author\":{\"id\":\"p\"},\"content\":\"\xff\xfe\"}");
+	j = it_recv_json(m, T, NULL);
+	assert_int_equal(json_integer_value(json_object_get(j, "code")), 400);
+	json_decref(j);
+	/* still open and working */
+	it_mod_send(m, "ok", "s1", "c1", "fine");
+	j = it_wait_ack(m, "ok", T);
+	assert_non_null(j);
+	assert_string_equal(it_str(j, "status"), "queued");
+	json_decref(j);
+	ws_free(m);
+}
+
+static void test_unicode_round_trip(void **state)
+{
+	const char *content = "h\xc3\xa9llo \xe4\xb8\x96\xe7\x95\x8c \xf0\x9f\x98\x80 e\xcc\x81 \"q\" \\ \xe2\x80\xae";
+	struct ws *b = gw_bot(&gw, "b1"), *m = gw_mod(&gw, "s1", "c1");
+	json_t *j;
+
+	(void)state;
+	it_mod_send(m, "\xf0\x9f\x8e\xae-id", "s1", "c1", content);
+	j = it_wait_msg(b, T);
+	assert_non_null(j);
+	assert_string_equal(it_str(j, "content"), content);
+	assert_string_equal(it_str(j, "msg_id"), "\xf0\x9f\x8e\xae-id");
+	json_decref(j);
+	j = it_wait_ack(m, "\xf0\x9f\x8e\xae-id", T);
+	assert_non_null(j);
+	json_decref(j);
+	ws_free(m);
+	ws_free(b);
+}
+
+static void test_fragmented_and_binary(void **state)
+{
+	struct ws *b = gw_bot(&gw, "b1"), *m = gw_mod(&gw, "s1", "c1");
+	const char *msg = "{\"msg_id\":\"f1\",\"id\":\"s1\",\"destination\":{\"channel_id\":\"c1\"},"
+	                  "\"author\":{\"id\":\"p\"},\"content\":\"fragmented\"}";
+	size_t len = strlen(msg);
+	json_t *j;
+
+	(void)state;
+	ws_send_frame(m, 0, 1, msg, 10, 1, 0);
+	ws_send_frame(m, 1, 9, "ping", 4, 1, 0);   /* control frames may interleave */
+	ws_send_frame(m, 0, 0, msg + 10, 20, 1, 0);
+	ws_send_frame(m, 1, 0, msg + 30, len - 30, 1, 0);
+	j = it_wait_msg(b, T);
+	assert_non_null(j);
+	assert_string_equal(it_str(j, "content"), "fragmented");
+	json_decref(j);
+	j = it_wait_ack(m, "f1", T);
+	assert_non_null(j);
+	json_decref(j);
+
+	msg = "{\"msg_id\":\"bin\",\"id\":\"s1\",\"destination\":{\"channel_id\":\"c1\"},"
+	      "\"author\":{\"id\":\"p\"},\"content\":\"binary\"}";
+	ws_send_frame(m, 1, 2, msg, strlen(msg), 1, 0);
+	j = it_wait_msg(b, T);
+	assert_non_null(j);
+	assert_string_equal(it_str(j, "content"), "binary");
+	json_decref(j);
+	ws_free(m);
+	ws_free(b);
+}
+
+/* --- frames and liveness ---------------------------------------------- */
+
+static void test_ping_pong_and_close_echo(void **state)
+{
+	struct ws *m = gw_mod(&gw, "s1", "c1");
+	struct ws_frame f;
+	int got_ping = 0;
+
+	(void)state;
+	ws_send_frame(m, 1, 9, "hey", 3, 1, 0);
+	assert_int_equal(ws_recv_frame(m, &f, T), 0);
+	assert_int_equal(f.opcode, 10);
+	assert_int_equal(f.len, 3);
+	assert_memory_equal(f.data, "hey", 3);
+	ws_frame_free(&f);
+	/* the server pings every ping_interval (1 s) */
+	for (int i = 0; i < 5 && !got_ping; i++) {
+		if (ws_recv_frame(m, &f, 1500) == 0) {
+			got_ping = f.opcode == 9;
+			ws_frame_free(&f);
+		}
+	}
+	assert_true(got_ping);
+	ws_send_frame(m, 1, 8, "\x0f\xa0" "bye", 5, 1, 0);   /* 4000 */
+	assert_int_equal(ws_wait_close(m, T), 4000);
+	ws_free(m);
+}
+
+static void test_silent_peer_dropped(void **state)
+{
+	struct ws *m = gw_mod(&gw, "s1", "c1");
+	struct ws_frame f;
+	int rc, code = 0;
+
+	(void)state;
+	/* read frames but never answer pings: read_timeout = 3 s */
+	while ((rc = ws_recv_frame(m, &f, 6000)) == 0) {
+		if (f.opcode == 8) {
+			code = f.close_code;
+			ws_frame_free(&f);
+			break;
+		}
+		ws_frame_free(&f);
+	}
+	assert_true(code == 1000 || rc == -2);
+	assert_true(gw_log_contains(&gw, "read timeout"));
+	ws_free(m);
+}
+
+static void test_oversized_message_1009(void **state)
+{
+	struct ws *m = gw_mod(&gw, "s1", "c1");
+	unsigned char hdr[14] = { 0x81, 0xFF, 0, 0, 0, 0, 0x7F, 0, 0, 0, 1, 2, 3, 4 };
+
+	(void)state;
+	/* a single header announcing 2 GiB: refused unread */
+	ws_send_raw(m, hdr, sizeof(hdr));
+	assert_int_equal(ws_wait_close(m, T), 1009);
+	ws_free(m);
+
+	/* fragments that add up to more than body_size (2 MB) */
+	m = gw_mod(&gw, "s1", "c1");
+	{
+		size_t n = 1024 * 1024;
+		char *big = malloc(n);
+
+		memset(big, 'a', n);
+		ws_send_frame(m, 0, 1, big, n, 1, 0);
+		ws_send_frame(m, 0, 0, big, n, 1, 0);
+		ws_send_frame(m, 1, 0, big, n, 1, 0);
+		free(big);
+	}
+	assert_int_equal(ws_wait_close(m, T), 1009);
+	ws_free(m);
+}
+
+static void test_protocol_violations_1002(void **state)
+{
+	struct ws *m;
+
+	(void)state;
+	m = gw_mod(&gw, "s1", "c1");
+	ws_send_frame(m, 1, 1, "{}", 2, 0, 0);  /* unmasked */
+	assert_int_equal(ws_wait_close(m, T), 1002);
+	ws_free(m);
+	m = gw_mod(&gw, "s1", "c1");
+	ws_send_frame(m, 1, 1, "{}", 2, 1, 0x40);  /* RSV1 */
+	assert_int_equal(ws_wait_close(m, T), 1002);
+	ws_free(m);
+	m = gw_mod(&gw, "s1", "c1");
+	ws_send_frame(m, 1, 3, "{}", 2, 1, 0);  /* reserved opcode */
+	assert_int_equal(ws_wait_close(m, T), 1002);
+	ws_free(m);
+	m = gw_mod(&gw, "s1", "c1");
+	ws_send_frame(m, 1, 0, "{}", 2, 1, 0);  /* orphan continuation */
+	assert_int_equal(ws_wait_close(m, T), 1002);
+	ws_free(m);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_auth_missing_and_wrong_key, up, down),
+		cmocka_unit_test_setup_teardown(test_auth_header_and_query, up, down),
+		cmocka_unit_test_setup_teardown(test_handshake_ok, up, down),
+		cmocka_unit_test_setup_teardown(test_handshake_errors, up, down),
+		cmocka_unit_test_setup_teardown(test_handshake_timeout, up, down),
+		cmocka_unit_test_setup_teardown(test_bot_conflict_when_alive, up, down),
+		cmocka_unit_test_setup_teardown(test_bot_replaced_when_silent, up, down),
+		cmocka_unit_test_setup_teardown(test_mod_to_bot_completed_shape, up, down),
+		cmocka_unit_test_setup_teardown(test_bot_to_mods_fanout, up, down),
+		cmocka_unit_test_setup_teardown(test_queued_then_flushed_in_order, up, down),
+		cmocka_unit_test_setup_teardown(test_ring_overflow_counts_dropped, up, down),
+		cmocka_unit_test_setup_teardown(test_same_server_id_replaces, up, down),
+		cmocka_unit_test_setup_teardown(test_malformed_messages_keep_connection, up, down),
+		cmocka_unit_test_setup_teardown(test_unicode_round_trip, up, down),
+		cmocka_unit_test_setup_teardown(test_fragmented_and_binary, up, down),
+		cmocka_unit_test_setup_teardown(test_ping_pong_and_close_echo, up, down),
+		cmocka_unit_test_setup_teardown(test_silent_peer_dropped, up, down),
+		cmocka_unit_test_setup_teardown(test_oversized_message_1009, up, down),
+		cmocka_unit_test_setup_teardown(test_protocol_violations_1002, up, down),
+	};
+
+	if (getenv("TEST_FILTER"))
+		cmocka_set_test_filter(getenv("TEST_FILTER"));
+	return cmocka_run_group_tests_name("it_sync", tests, NULL, NULL);
+}
