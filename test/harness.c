@@ -92,6 +92,7 @@ static int port_parse(const char *ini);
 static int gw_launch(struct gw_proc *p, int *bind_failed);
 static int gw_run_config(struct gw_proc *p, const char *ini, int port_fixed);
 static void log_print(struct gw_proc *p, const char *why);
+static void sanitizer_check(struct gw_proc *p);
 static struct ws *gw_join(struct gw_proc *p, const char *handshake);
 static void json_quote(char *out, size_t cap, const char *s);
 
@@ -735,6 +736,7 @@ gw_stop(struct gw_proc *p, int sig, int timeout_ms)
 	kill(p->pid, sig);
 	if (child_wait(p->pid, timeout_ms, &status) == 0) {
 		p->pid = 0;
+		sanitizer_check(p);
 		return status_code(status);
 	}
 	fprintf(stderr, "harness: gateway pid %d still running %d ms after "
@@ -743,6 +745,24 @@ gw_stop(struct gw_proc *p, int sig, int timeout_ms)
 	child_wait(p->pid, 5000, &status);
 	p->pid = 0;
 	return -1;
+}
+
+/* A sanitizer or valgrind report in the gateway's output fails the whole
+ * suite loudly, whatever the test itself checked. */
+static void
+sanitizer_check(struct gw_proc *p)
+{
+	static const char *marks[] = { "ERROR: AddressSanitizer", "WARNING: ThreadSanitizer",
+	                               "runtime error:", "ERROR: LeakSanitizer",
+	                               "definitely lost: " };
+
+	for (size_t i = 0; i < sizeof(marks) / sizeof(marks[0]); i++) {
+		if (gw_log_contains(p, marks[i]) &&
+		    !(i == 4 && gw_log_contains(p, "definitely lost: 0 bytes"))) {
+			log_print(p, "sanitizer report in the gateway's output");
+			_exit(70);
+		}
+	}
 }
 
 void
@@ -755,6 +775,8 @@ gw_cleanup(struct gw_proc *p)
 		child_wait(p->pid, 5000, &status);
 		p->pid = 0;
 	}
+	if (p->dir[0] != '\0')
+		sanitizer_check(p);
 	if (p->dir[0] != '\0')
 		nftw(p->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 	p->dir[0] = '\0';
