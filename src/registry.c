@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "dedup.h"
 #include "log.h"
 #include "queue.h"
 #include "registry.h"
@@ -43,7 +44,8 @@ static struct {
 	size_t nbuckets, nchannels;
 	uint64_t seq;                /* acceptance order */
 	uint64_t queued_msgs, queued_bytes;
-	uint64_t completed, queued, failed, dropped;
+	uint64_t completed, queued, failed, dropped, duplicates;
+	struct gw_dedup *seen[2];    /* recent msg_ids of mods (by server_id), of the bot */
 } reg = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 static uint64_t hash_str(const char *s)
@@ -67,7 +69,10 @@ int registry_init(const struct gw_config *cfg)
 	reg.cfg = cfg;
 	reg.nbuckets = 1024;
 	reg.buckets = calloc(reg.nbuckets, sizeof(*reg.buckets));
-	if (!reg.buckets)
+	/* about 50 MB at most for the mods' windows, a little for the bot */
+	reg.seen[GW_ROLE_MOD] = dedup_new(cfg->dedup_window, (size_t)1 << 20);
+	reg.seen[GW_ROLE_BOT] = dedup_new(cfg->dedup_window, (size_t)cfg->dedup_window * 4);
+	if (!reg.buckets || !reg.seen[0] || !reg.seen[1])
 		return -1;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -104,6 +109,10 @@ void registry_free(void)
 	free(reg.buckets);
 	reg.buckets = NULL;
 	reg.nbuckets = reg.nchannels = 0;
+	for (int r = 0; r < 2; r++) {
+		dedup_free(reg.seen[r]);
+		reg.seen[r] = NULL;
+	}
 	pthread_cond_destroy(&reg.pong);
 }
 
@@ -498,16 +507,27 @@ enum gw_join registry_join(struct gw_conn *c)
 	return c->key == GW_KEY_MOD ? GW_JOIN_FORBIDDEN : join_bot(c);
 }
 
-enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m)
+enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m, int *duplicate)
 {
 	struct flush_set fs = { .n = 0 };
 	struct gw_channel *ch;
 	enum gw_status st = GW_STATUS_QUEUED;
 	int64_t now = gw_now_real();
-	int dir = c->hs.role == GW_ROLE_MOD ? TO_BOT : TO_MOD;
+	int dir = c->hs.role == GW_ROLE_MOD ? TO_BOT : TO_MOD, first;
+	struct gw_dedup *seen = reg.seen[c->hs.role];
 
+	*duplicate = 0;
 	pthread_mutex_lock(&reg.lock);
+	if (dedup_seen(seen, m->sender, m->msg_id, &first)) {
+		/* a retry of something already accepted: answer as the first time */
+		*duplicate = 1;
+		reg.duplicates++;
+		pthread_mutex_unlock(&reg.lock);
+		proto_msg_unref(m);
+		return (enum gw_status)first;
+	}
 	m->seq = ++reg.seq;
+	proto_msg_ref(m);   /* to remember its msg_id once routed */
 	ch = channel_get(m->channel_id, 1);
 	if (!ch) {
 		st = GW_STATUS_FAILED;
@@ -542,7 +562,10 @@ enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m)
 		reg.queued++;
 	else
 		reg.failed++;
+	if (st != GW_STATUS_FAILED)
+		dedup_record(seen, m->sender, m->msg_id, (int)st);
 	pthread_mutex_unlock(&reg.lock);
+	proto_msg_unref(m);
 	flush_all(&fs);
 	return st;
 }
@@ -628,5 +651,6 @@ void registry_stats(struct gw_stats *st)
 	st->msgs_queued = reg.queued;
 	st->msgs_failed = reg.failed;
 	st->dropped = reg.dropped;
+	st->duplicates = reg.duplicates;
 	pthread_mutex_unlock(&reg.lock);
 }

@@ -28,7 +28,7 @@ struct gw_stats {
 	unsigned mods, bots, pending;  /* connections by role; not yet handshaken */
 	unsigned channels;
 	uint64_t queued_msgs, queued_bytes;
-	uint64_t msgs_completed, msgs_queued, msgs_failed, dropped;
+	uint64_t msgs_completed, msgs_queued, msgs_failed, dropped, duplicates;
 };
 
 /* Not thread-safe: call before the server starts / after it stopped. */
@@ -52,8 +52,11 @@ void registry_release(struct gw_conn *c);
 enum gw_join registry_join(struct gw_conn *c);
 
 /* Routes m from c (steals the caller's reference). Returns the status to
- * ack. */
-enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m);
+ * ack. When the same sender sent m's msg_id within its last dedup_window
+ * messages, m is not routed again: *duplicate is set to 1 and the first
+ * status is returned. A `failed` message is not remembered (a retry is a new
+ * attempt). */
+enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m, int *duplicate);
 
 /* The peer's reader ended: unregisters c and puts what it had not taken
  * back in front of its queues. Idempotent. */

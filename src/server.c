@@ -295,6 +295,7 @@ static int on_message(struct gw_conn *c, const char *data, size_t len)
 	char idjson[GW_ID_MAX * 6 + 8], id[GW_ID_MAX + 1], buf[GW_ID_MAX * 6 + 128];
 	struct gw_msg *m;
 	enum gw_status st;
+	int duplicate;
 	size_t n;
 
 	if (!c->joined)
@@ -306,8 +307,8 @@ static int on_message(struct gw_conn *c, const char *data, size_t len)
 		return 1;
 	}
 	snprintf(id, sizeof(id), "%s", m->msg_id);
-	st = registry_route(c, m);   /* m is the registry's now */
-	n = proto_ack(status_name(st), c->hs.role, id, 0, buf, sizeof(buf));
+	st = registry_route(c, m, &duplicate);   /* m is the registry's now */
+	n = proto_ack(status_name(st), c->hs.role, id, duplicate, buf, sizeof(buf));
 	conn_send(c, 1, buf, n);
 	return 1;
 }

@@ -55,6 +55,7 @@ static const char harness_defaults[] =
     "read_timeout = 3\n"
     "write_timeout = 2\n"
     "bot_probe_timeout = 1\n"
+    "max_connections = 64\n"
     "\n"
     "[store]\n"
     "path =\n"
@@ -182,7 +183,7 @@ static int
 argv_build(const char **argv, const char *const *args)
 {
 	static const char *const vg[] = {
-		"valgrind", "--error-exitcode=99", "--leak-check=full",
+		"valgrind", "--error-exitcode=99", "--leak-check=full", "--max-threads=1000",
 		"--errors-for-leak-kinds=definite", "--quiet",
 	};
 	int n = 0;

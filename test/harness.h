@@ -23,7 +23,7 @@ struct gw_proc {
  * and the folder is kept for gw_log_contains: call gw_cleanup either way.
  * Defaults written: [gateway] listen=127.0.0.1, http_port=<free>,
  * api_key=test-key, handshake_timeout=2, ping_interval=1, read_timeout=3,
- * write_timeout=2, bot_probe_timeout=1; [store] path= ; [log] level=debug,
+ * write_timeout=2, bot_probe_timeout=1, max_connections=64; [store] path= ; [log] level=debug,
  * directory=logs. `overrides` (may be NULL) is ini text merged into these:
  * a key replaces the default of that name in its section, a new key or
  * section is appended; lines before any "[section]" belong to [gateway];

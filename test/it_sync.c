@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "itutil.h"
 
@@ -346,6 +347,66 @@ static void test_same_server_id_replaces(void **state)
 	ws_free(b);
 }
 
+static void test_duplicate_resend_not_routed(void **state)
+{
+	struct ws *b = gw_bot(&gw, "b1"), *m = gw_mod(&gw, "s1", "c1");
+	json_t *j;
+
+	(void)state;
+	it_mod_send(m, "d1", "s1", "c1", "once");
+	j = it_wait_ack(m, "d1", T);
+	assert_string_equal(it_str(j, "status"), "completed");
+	assert_null(json_object_get(j, "duplicate"));
+	json_decref(j);
+	/* the same msg_id again, then again after a reconnect of the mod */
+	for (int round = 0; round < 2; round++) {
+		if (round) {
+			ws_free(m);
+			m = gw_mod(&gw, "s1", "c1");
+		}
+		it_mod_send(m, "d1", "s1", "c1", "once");
+		j = it_wait_ack(m, "d1", T);
+		assert_string_equal(it_str(j, "status"), "completed");
+		assert_true(json_is_true(json_object_get(j, "duplicate")));
+		json_decref(j);
+	}
+	/* another mod may use the same msg_id: its own window */
+	struct ws *m2 = gw_mod(&gw, "s2", "c1");
+	it_mod_send(m2, "d1", "s2", "c1", "other sender");
+	j = it_wait_ack(m2, "d1", T);
+	assert_null(json_object_get(j, "duplicate"));
+	json_decref(j);
+	/* the bot got each message exactly once */
+	j = it_wait_msg(b, T);
+	assert_string_equal(it_str(j, "content"), "once");
+	json_decref(j);
+	j = it_wait_msg(b, T);
+	assert_string_equal(it_str(j, "content"), "other sender");
+	json_decref(j);
+	assert_null(it_wait_msg(b, 300));
+	/* a queued message keeps its first status */
+	ws_free(b);
+	for (int i = 0; i < 200; i++) {   /* until the gateway saw the bot leave */
+		char body[256];
+
+		if (http_get(gw.port, "/health", NULL, body, sizeof(body), T) == 200 &&
+		    strstr(body, "\"bot\":false"))
+			break;
+		usleep(10000);
+	}
+	it_mod_send(m, "d2", "s1", "c1", "queued once");
+	j = it_wait_ack(m, "d2", T);
+	assert_string_equal(it_str(j, "status"), "queued");
+	json_decref(j);
+	it_mod_send(m, "d2", "s1", "c1", "queued once");
+	j = it_wait_ack(m, "d2", T);
+	assert_string_equal(it_str(j, "status"), "queued");
+	assert_true(json_is_true(json_object_get(j, "duplicate")));
+	json_decref(j);
+	ws_free(m);
+	ws_free(m2);
+}
+
 /* --- validation --------------------------------------------------------- */
 
 static void test_malformed_messages_keep_connection(void **state)
@@ -558,6 +619,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_queued_then_flushed_in_order, up, down),
 		cmocka_unit_test_setup_teardown(test_ring_overflow_counts_dropped, up, down),
 		cmocka_unit_test_setup_teardown(test_same_server_id_replaces, up, down),
+		cmocka_unit_test_setup_teardown(test_duplicate_resend_not_routed, up, down),
 		cmocka_unit_test_setup_teardown(test_malformed_messages_keep_connection, up, down),
 		cmocka_unit_test_setup_teardown(test_unicode_round_trip, up, down),
 		cmocka_unit_test_setup_teardown(test_fragmented_and_binary, up, down),
