@@ -401,17 +401,17 @@ int conn_check_write(struct gw_conn *c, int64_t now, int64_t write_timeout_ms)
 	pthread_mutex_lock(&c->lock);
 	if (c->state != GW_CONN_DEAD && c->fd >= 0) {
 		if (c->out_sent < c->out_len && now - c->write_progress_ms >= write_timeout_ms) {
-			log_event(GW_LOG_WARN, "write timeout, dropping peer", "remote", c->remote, NULL);
-			aborted = 1;
-		} else if (c->close_deadline_ms && now >= c->close_deadline_ms) {
+			conn_set_why(c, "write timeout");   /* before the reader wakes */
 			aborted = 1;
 		}
-		if (aborted) {
-			c->state = GW_CONN_CLOSING;
-			shutdown(c->fd, SHUT_RDWR);
-		}
+		else if (c->close_deadline_ms && now >= c->close_deadline_ms)
+			aborted = 2;
+		if (aborted)
+			abort_locked(c);
 	}
 	pthread_mutex_unlock(&c->lock);
+	if (aborted == 1)
+		log_event(GW_LOG_WARN, "write timeout, dropping peer", "remote", c->remote, NULL);
 	return aborted;
 }
 

@@ -141,8 +141,8 @@ void conn_abort(struct gw_conn *c);
 struct gw_msg **conn_detach(struct gw_conn *c, size_t *n);
 
 /* Housekeeping for one conn, called by the tick: aborts it when its output
- * has made no progress for write_timeout_ms or its close grace expired.
- * Returns 1 if it aborted the conn. */
+ * has made no progress for write_timeout_ms (returns 1) or its close grace
+ * expired (returns 2); else returns 0. */
 int conn_check_write(struct gw_conn *c, int64_t now, int64_t write_timeout_ms);
 
 /* 1 while output is waiting. */

@@ -12,6 +12,7 @@
 
 #include "dedup.h"
 #include "log.h"
+#include "metrics.h"
 #include "queue.h"
 #include "registry.h"
 
@@ -44,7 +45,8 @@ static struct {
 	size_t nbuckets, nchannels;
 	uint64_t seq;                /* acceptance order */
 	uint64_t queued_msgs, queued_bytes;
-	uint64_t completed, queued, failed, dropped, duplicates;
+	uint64_t msgs[2][3];         /* [dir][enum gw_status] */
+	uint64_t dropped, duplicates;
 	struct gw_dedup *seen[2];    /* recent msg_ids of mods (by server_id), of the bot */
 } reg = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
@@ -556,12 +558,7 @@ enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m, int *duplicat
 		proto_msg_unref(m);
 	if (ch)
 		channel_gc(ch);
-	if (st == GW_STATUS_COMPLETED)
-		reg.completed++;
-	else if (st == GW_STATUS_QUEUED)
-		reg.queued++;
-	else
-		reg.failed++;
+	reg.msgs[dir][st]++;
 	if (st != GW_STATUS_FAILED)
 		dedup_record(seen, m->sender, m->msg_id, (int)st);
 	pthread_mutex_unlock(&reg.lock);
@@ -588,8 +585,11 @@ void registry_tick(int64_t now)
 	for (struct gw_conn *c = reg.conns; c; c = c->next) {
 		enum gw_conn_state st;
 
-		if (conn_check_write(c, now, (int64_t)cfg->write_timeout * 1000)) {
-			conn_set_why(c, "write timeout");
+		switch (conn_check_write(c, now, (int64_t)cfg->write_timeout * 1000)) {
+		case 1:
+			metrics_inc(GW_M_WRITE_TIMEOUTS);
+			continue;
+		case 2:
 			continue;
 		}
 		pthread_mutex_lock(&c->lock);
@@ -608,11 +608,24 @@ void registry_tick(int64_t now)
 				log_event(GW_LOG_INFO, "read timeout, dropping peer", "remote", c->remote,
 				          "role", proto_role_name(c->hs.role), NULL);
 				conn_set_why(c, "read timeout");
+				metrics_inc(GW_M_READ_TIMEOUTS);
 				conn_close(c, 1000, "Read timeout.", 1000);
 			} else if (now - c->last_ping_ms >= (int64_t)cfg->ping_interval * 1000) {
 				c->last_ping_ms = now;
 				conn_send(c, 9, NULL, 0);
 			}
+		}
+	}
+	pthread_mutex_unlock(&reg.lock);
+}
+
+void registry_revoke(unsigned kinds)
+{
+	pthread_mutex_lock(&reg.lock);
+	for (struct gw_conn *c = reg.conns; c; c = c->next) {
+		if (kinds & (1u << c->key)) {
+			conn_set_why(c, "key revoked");
+			conn_close(c, 1008, "Key revoked.", 1000);
 		}
 	}
 	pthread_mutex_unlock(&reg.lock);
@@ -647,9 +660,7 @@ void registry_stats(struct gw_stats *st)
 	st->channels = (unsigned)reg.nchannels;
 	st->queued_msgs = reg.queued_msgs;
 	st->queued_bytes = reg.queued_bytes;
-	st->msgs_completed = reg.completed;
-	st->msgs_queued = reg.queued;
-	st->msgs_failed = reg.failed;
+	memcpy(st->msgs, reg.msgs, sizeof(st->msgs));
 	st->dropped = reg.dropped;
 	st->duplicates = reg.duplicates;
 	pthread_mutex_unlock(&reg.lock);

@@ -28,7 +28,8 @@ struct gw_stats {
 	unsigned mods, bots, pending;  /* connections by role; not yet handshaken */
 	unsigned channels;
 	uint64_t queued_msgs, queued_bytes;
-	uint64_t msgs_completed, msgs_queued, msgs_failed, dropped, duplicates;
+	uint64_t msgs[2][3];           /* [to_bot, to_mod][enum gw_status] */
+	uint64_t dropped, duplicates;
 };
 
 /* Not thread-safe: call before the server starts / after it stopped. */
@@ -67,6 +68,10 @@ void registry_pong(struct gw_conn *c);
 
 /* Periodic: pings, read and handshake timeouts, write stalls. */
 void registry_tick(int64_t now_mono);
+
+/* Closes with 1008 "Key revoked." every websocket opened with a key of a
+ * kind in `kinds` (bit 1 << enum gw_key_kind). */
+void registry_revoke(unsigned kinds);
 
 /* Closes every websocket with code/reason (shutdown). */
 void registry_close_all(int code, const char *reason);

@@ -15,6 +15,7 @@
 #include "civetweb.h"
 #include "conn.h"
 #include "log.h"
+#include "metrics.h"
 #include "protocol.h"
 #include "registry.h"
 #include "server.h"
@@ -103,42 +104,16 @@ static void handle_health(struct mg_connection *mc)
 
 static void handle_metrics(struct mg_connection *mc)
 {
-	struct gw_stats st;
-	char buf[2048];
-	int n;
+	char buf[8192];
+	size_t n = metrics_render(buf, sizeof(buf), (gw_now_mono() - srv.started_ms) / 1000);
 
-	registry_stats(&st);
-	n = snprintf(buf, sizeof(buf),
-	             "# HELP homestead_connections Open websocket connections by role.\n"
-	             "# TYPE homestead_connections gauge\n"
-	             "homestead_connections{role=\"mod\"} %u\n"
-	             "homestead_connections{role=\"bot\"} %u\n"
-	             "homestead_connections{role=\"pending\"} %u\n"
-	             "# HELP homestead_messages_total Messages accepted, by ack status.\n"
-	             "# TYPE homestead_messages_total counter\n"
-	             "homestead_messages_total{status=\"completed\"} %llu\n"
-	             "homestead_messages_total{status=\"queued\"} %llu\n"
-	             "homestead_messages_total{status=\"failed\"} %llu\n"
-	             "# HELP homestead_queue_messages Messages waiting in queues.\n"
-	             "# TYPE homestead_queue_messages gauge\n"
-	             "homestead_queue_messages %llu\n"
-	             "# HELP homestead_queue_bytes Bytes held by queued messages.\n"
-	             "# TYPE homestead_queue_bytes gauge\n"
-	             "homestead_queue_bytes %llu\n"
-	             "# HELP homestead_dropped_total Queued messages overwritten by newer ones.\n"
-	             "# TYPE homestead_dropped_total counter\n"
-	             "homestead_dropped_total %llu\n"
-	             "# HELP homestead_uptime_seconds Seconds since start.\n"
-	             "# TYPE homestead_uptime_seconds gauge\n"
-	             "homestead_uptime_seconds %lld\n",
-	             st.mods, st.bots, st.pending, (unsigned long long)st.msgs_completed,
-	             (unsigned long long)st.msgs_queued, (unsigned long long)st.msgs_failed,
-	             (unsigned long long)st.queued_msgs, (unsigned long long)st.queued_bytes,
-	             (unsigned long long)st.dropped,
-	             (long long)((gw_now_mono() - srv.started_ms) / 1000));
+	if (n >= sizeof(buf)) {
+		send_error(mc, 500, "Metrics too large.");
+		return;
+	}
 	mg_printf(mc,
 	          "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
-	          "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
+	          "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
 	          n, buf);
 }
 
@@ -189,6 +164,7 @@ static int on_begin_request(struct mg_connection *mc)
 	if (kind < 0) {
 		log_event(GW_LOG_WARN, "rejected", "remote", remote, "reason", "unauthorized",
 		          "code", "401", NULL);
+		metrics_inc(GW_M_REJECT_401);
 		send_error(mc, 401, "Unauthorized.");
 		return 1;
 	}
@@ -202,6 +178,7 @@ static int on_begin_request(struct mg_connection *mc)
 	if (!c) {
 		log_event(GW_LOG_WARN, "rejected", "remote", remote, "reason", "max_connections",
 		          "code", "503", NULL);
+		metrics_inc(GW_M_REJECT_503);
 		send_error(mc, 503, "Too many connections.");
 		return 1;
 	}
@@ -229,8 +206,10 @@ static void on_ws_ready(struct mg_connection *mc, void *ud)
 	struct gw_conn *c = mg_get_user_connection_data(mc);
 
 	(void)ud;
-	if (c && conn_attach(c, mg_get_socket_fd(mc)) == 0)
+	if (c && conn_attach(c, mg_get_socket_fd(mc)) == 0) {
+		metrics_inc(GW_M_CONNECTIONS);
 		log_event(GW_LOG_DEBUG, "websocket open", "remote", c->remote, NULL);
+	}
 }
 
 /* Sends {"message":..,"code":..} then a close frame; the caller returns 0
@@ -249,6 +228,10 @@ static int reply_and_close(struct gw_conn *c, const char *message, int code, int
 
 static int close_with(struct gw_conn *c, int close_code, const char *reason, const char *why)
 {
+	if (close_code == 1002)
+		metrics_inc(GW_M_REJECT_1002);
+	else if (close_code == 1009)
+		metrics_inc(GW_M_REJECT_1009);
 	conn_close(c, close_code, reason, 1000);
 	conn_set_why(c, why);
 	return 0;
@@ -259,19 +242,25 @@ static int on_handshake(struct gw_conn *c, const char *data, size_t len)
 	enum gw_reject rj = proto_decode_handshake(data, len, &c->hs);
 	enum gw_join j;
 
-	if (rj == GW_REJECT_UNKNOWN_TYPE)
-		return reply_and_close(c, "Unknown handshake.", 400, 1000, "bad handshake");
-	if (rj != GW_OK)
-		return reply_and_close(c, "Malformed handshake.", 400, 1000, "bad handshake");
+	if (rj != GW_OK) {
+		metrics_inc(GW_M_REJECT_400);
+		log_event(GW_LOG_INFO, "rejected", "remote", c->remote, "reason", "bad handshake",
+		          "code", "400", NULL);
+		return reply_and_close(c, rj == GW_REJECT_UNKNOWN_TYPE ? "Unknown handshake."
+		                                                        : "Malformed handshake.",
+		                       400, 1000, "bad handshake");
+	}
 	j = registry_join(c);
 	if (j == GW_JOIN_FORBIDDEN) {
 		log_event(GW_LOG_WARN, "rejected", "remote", c->remote, "reason", "key not allowed for role",
 		          "role", proto_role_name(c->hs.role), "code", "403", NULL);
+		metrics_inc(GW_M_REJECT_403);
 		return reply_and_close(c, "Key not allowed for this role.", 403, 1000, "forbidden");
 	}
 	if (j == GW_JOIN_CONFLICT) {
 		log_event(GW_LOG_WARN, "rejected", "remote", c->remote, "reason", "bot already connected",
 		          "bot_id", c->hs.bot_id, "code", "409", NULL);
+		metrics_inc(GW_M_REJECT_409);
 		return reply_and_close(c, "Bot already connected.", 409, 1000, "conflict");
 	}
 	if (j != GW_JOIN_OK)
@@ -302,6 +291,7 @@ static int on_message(struct gw_conn *c, const char *data, size_t len)
 		return on_handshake(c, data, len);
 	if (proto_decode_message(data, len, &c->hs, gw_now_real(), &m, idjson, sizeof(idjson)) != GW_OK) {
 		log_event(GW_LOG_DEBUG, "malformed message", "remote", c->remote, NULL);
+		metrics_inc(GW_M_REJECT_400);
 		n = proto_error("Malformed message.", 400, idjson, buf, sizeof(buf));
 		conn_send(c, 1, buf, n);
 		return 1;
@@ -500,7 +490,21 @@ int server_port(void)
 
 void server_set_keys(const struct gw_config *cfg)
 {
+	unsigned revoked = 0;
+
+	/* a connection opened with a key that is no longer the configured one
+	 * of its kind loses its right to be here */
+	pthread_mutex_lock(&srv.keys_lock);
+	if (strcmp(srv.api_key, cfg->api_key) != 0)
+		revoked |= 1u << GW_KEY_SHARED;
+	if (strcmp(srv.mod_key, cfg->mod_key) != 0)
+		revoked |= 1u << GW_KEY_MOD;
+	if (strcmp(srv.bot_key, cfg->bot_key) != 0)
+		revoked |= 1u << GW_KEY_BOT;
+	pthread_mutex_unlock(&srv.keys_lock);
 	copy_keys(cfg);
+	if (revoked)
+		registry_revoke(revoked);
 }
 
 void server_stop(int grace_ms)

@@ -233,6 +233,144 @@ static void test_sigpipe_and_sigint(void **state)
 	gw_cleanup(&gw);
 }
 
+/* Value of one sample line "name{labels} value" in a Prometheus text body;
+ * -1 if absent. Fails the test on any line that is not a comment or a
+ * well-formed sample. */
+static double metric(const char *body, const char *sample)
+{
+	double found = -1;
+	const char *line = body;
+
+	while (*line) {
+		const char *end = strchr(line, '\n');
+		char buf[256], name[200];
+		double v;
+		size_t n = end ? (size_t)(end - line) : strlen(line);
+
+		assert_true(n < sizeof(buf));
+		memcpy(buf, line, n);
+		buf[n] = '\0';
+		if (buf[0] != '#' && buf[0]) {
+			if (sscanf(buf, "%199s %lf", name, &v) != 2 ||
+			    strspn(name, "abcdefghijklmnopqrstuvwxyz_{}=\",0123456789") != strlen(name))
+				fail_msg("bad metrics line: %s", buf);
+			if (strcmp(name, sample) == 0)
+				found = v;
+		} else if (buf[0] == '#') {
+			assert_true(strncmp(buf, "# HELP ", 7) == 0 || strncmp(buf, "# TYPE ", 7) == 0);
+		}
+		line += n + (end ? 1 : 0);
+	}
+	return found;
+}
+
+static void test_metrics(void **state)
+{
+	struct gw_proc gw;
+	static char body[16384];
+	struct ws *w, *b, *m;
+	json_t *j;
+
+	(void)state;
+	assert_int_equal(gw_start(&gw, NULL), 0);
+	w = ws_connect(gw.port, "/sync?api_key=nope", NULL, T);
+	ws_free(w);
+	b = gw_bot(&gw, "b1");
+	m = gw_mod(&gw, "s1", "c1");
+	it_mod_send(m, "1", "s1", "c1", "hi");
+	json_decref(it_wait_ack(m, "1", T));
+	it_bot_send(b, "2", "c9", "nobody there");
+	json_decref(it_wait_ack(b, "2", T));
+	ws_send_text(m, "{}");
+	j = it_recv_json(m, T, NULL);
+	json_decref(j);
+	assert_int_equal(http_get(gw.port, "/metrics", NULL, body, sizeof(body), T), 200);
+	assert_true(metric(body, "homestead_connections{role=\"mod\"}") == 1);
+	assert_true(metric(body, "homestead_connections{role=\"bot\"}") == 1);
+	assert_true(metric(body, "homestead_messages_total{direction=\"to_bot\",status=\"completed\"}") == 1);
+	assert_true(metric(body, "homestead_messages_total{direction=\"to_mod\",status=\"queued\"}") == 1);
+	assert_true(metric(body, "homestead_queue_messages") == 1);
+	assert_true(metric(body, "homestead_queue_bytes") > 0);
+	assert_true(metric(body, "homestead_rejected_total{reason=\"401\"}") == 1);
+	assert_true(metric(body, "homestead_rejected_total{reason=\"400\"}") == 1);
+	assert_true(metric(body, "homestead_dropped_total") == 0);
+	assert_true(metric(body, "homestead_uptime_seconds") >= 0);
+	ws_free(m);
+	ws_free(b);
+	gw_stop(&gw, SIGTERM, 5000);
+	gw_cleanup(&gw);
+}
+
+static struct ws *join(int port, const char *key, const char *hs, int *code)
+{
+	char path[128];
+	struct ws *w;
+	json_t *j;
+
+	snprintf(path, sizeof(path), "/sync?api_key=%s", key);
+	w = ws_connect(port, path, NULL, T);
+	assert_non_null(w);
+	*code = w->http_status;
+	if (w->http_status != 101)
+		return w;
+	ws_send_text(w, hs);
+	j = it_recv_json(w, T, NULL);
+	assert_non_null(j);
+	*code = json_object_get(j, "code") ? (int)json_integer_value(json_object_get(j, "code")) : 200;
+	json_decref(j);
+	return w;
+}
+
+static void test_role_keys_and_sighup(void **state)
+{
+	static const char mod[] = "{\"type\":\"mod\",\"data\":{\"server_id\":\"s1\",\"channel_id\":\"c1\"}}";
+	static const char bot[] = "{\"type\":\"bot\",\"data\":{\"bot_id\":\"b1\"}}";
+	struct gw_proc gw;
+	struct ws *w, *keep;
+	int code;
+	char text[4096];
+	FILE *f;
+	size_t n;
+
+	(void)state;
+	assert_int_equal(gw_start(&gw, "[gateway]\nmod_key = mod-key-1\nbot_key = bot-key-1\n"), 0);
+	w = join(gw.port, "bot-key-1", mod, &code);   /* the bot's key cannot open a mod */
+	assert_int_equal(code, 403);
+	assert_int_equal(ws_wait_close(w, T), 1000);
+	ws_free(w);
+	w = join(gw.port, "mod-key-1", bot, &code);   /* nor a mod key the bot */
+	assert_int_equal(code, 403);
+	ws_free(w);
+	w = join(gw.port, "bot-key-1", bot, &code);
+	assert_int_equal(code, 200);
+	ws_free(w);
+	keep = join(gw.port, "mod-key-1", mod, &code);
+	assert_int_equal(code, 200);
+
+	/* rotate the mod key and reload: the old key's connection ends (1008) */
+	f = fopen(gw.config, "r");
+	n = fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	text[n] = '\0';
+	memcpy(strstr(text, "mod-key-1"), "mod-key-2", 9);
+	f = fopen(gw.config, "w");
+	fputs(text, f);
+	fclose(f);
+	kill(gw.pid, SIGHUP);
+	assert_int_equal(ws_wait_close(keep, T), 1008);
+	ws_free(keep);
+	w = join(gw.port, "mod-key-1", mod, &code);
+	assert_int_equal(code, 401);
+	ws_free(w);
+	w = join(gw.port, "mod-key-2", mod, &code);
+	assert_int_equal(code, 200);
+	ws_free(w);
+	assert_true(gw_log_contains(&gw, "reloaded"));
+	assert_false(gw_log_contains(&gw, "mod-key-"));
+	assert_int_equal(gw_stop(&gw, SIGTERM, 5000), 0);
+	gw_cleanup(&gw);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -242,6 +380,8 @@ int main(void)
 		cmocka_unit_test(test_max_connections_503),
 		cmocka_unit_test(test_sigterm_going_away),
 		cmocka_unit_test(test_sigpipe_and_sigint),
+		cmocka_unit_test(test_metrics),
+		cmocka_unit_test(test_role_keys_and_sighup),
 	};
 
 	if (getenv("TEST_FILTER"))

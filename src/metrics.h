@@ -1,0 +1,34 @@
+/*
+ * metrics.h - event counters for /metrics: atomic, lock-free, global.
+ * Gauges (connections, queue depth) come from the registry at scrape time.
+ */
+#ifndef GW_METRICS_H
+#define GW_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum gw_counter {
+	GW_M_REJECT_400,        /* malformed handshake or message */
+	GW_M_REJECT_401,        /* no or wrong key */
+	GW_M_REJECT_403,        /* key not allowed for the role */
+	GW_M_REJECT_409,        /* bot slot taken */
+	GW_M_REJECT_429,        /* rate limit */
+	GW_M_REJECT_503,        /* max_connections */
+	GW_M_REJECT_1009,       /* message over body_size */
+	GW_M_REJECT_1002,       /* protocol violation */
+	GW_M_WRITE_TIMEOUTS,    /* peers dropped because they stopped reading */
+	GW_M_READ_TIMEOUTS,     /* peers dropped for silence */
+	GW_M_CONNECTIONS,       /* websockets opened */
+	GW_M_COUNT
+};
+
+void metrics_inc(enum gw_counter c);
+uint64_t metrics_get(enum gw_counter c);
+
+/* Writes the whole Prometheus text exposition into buf (counters here plus
+ * the registry's gauges and message counts). Returns its length, or the
+ * length needed when it does not fit (like snprintf). */
+size_t metrics_render(char *buf, size_t cap, int64_t uptime_s);
+
+#endif
