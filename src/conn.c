@@ -14,6 +14,7 @@
 
 #include "conn.h"
 #include "log.h"
+#include "store.h"
 
 struct gw_mark {
 	struct gw_msg *msg;
@@ -71,17 +72,30 @@ void conn_ref(struct gw_conn *c)
 	__atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED);
 }
 
+/* Messages whose frames left completely are delivered: a queued one leaves
+ * the store now (not when it was handed to us, so kill -9 cannot lose it). */
 static void release_marks(struct gw_conn *c, size_t upto)
 {
 	while (c->mark_head < c->mark_len && c->marks[c->mark_head].end <= upto) {
-		proto_msg_unref(c->marks[c->mark_head].msg);
+		struct gw_msg *m = c->marks[c->mark_head].msg;
+
+		if (__atomic_exchange_n(&m->stored, 0, __ATOMIC_ACQ_REL))
+			store_del(m->seq);
+		proto_msg_unref(m);
 		c->mark_head++;
 	}
 }
 
+/* Frees the marks of a dead conn without counting them delivered. */
+static void discard_marks(struct gw_conn *c)
+{
+	while (c->mark_head < c->mark_len)
+		proto_msg_unref(c->marks[c->mark_head++].msg);
+}
+
 static void conn_free(struct gw_conn *c)
 {
-	release_marks(c, SIZE_MAX);
+	discard_marks(c);
 	free(c->marks);
 	free(c->out);
 	free(c->rx);

@@ -591,6 +591,56 @@ out:
 	return why;
 }
 
+struct gw_msg *proto_msg_new(enum gw_role from, const char *channel_id,
+                             const char *msg_id, const char *sender,
+                             const char *body, size_t body_len,
+                             int64_t received_ms, uint64_t seq)
+{
+	size_t id_len, ch_len, snd_len, head;
+	struct gw_msg *m;
+	char *p;
+
+	if ((from != GW_ROLE_MOD && from != GW_ROLE_BOT) || channel_id == NULL ||
+	    msg_id == NULL || sender == NULL || body == NULL)
+		return NULL;
+	id_len = strlen(msg_id);
+	ch_len = strlen(channel_id);
+	snd_len = strlen(sender);
+	if (!id_valid(msg_id, id_len) || !id_valid(channel_id, ch_len) ||
+	    !id_valid(sender, snd_len))
+		return NULL;
+	/* The same layout as msg_new: header | msg_id | channel_id | sender |
+	 * body, each NUL-terminated, in one block. */
+	head = sizeof(*m) + id_len + 1 + ch_len + 1 + snd_len + 1;
+	if (body_len > SIZE_MAX - head - 1)
+		return NULL;
+	p = malloc(head + body_len + 1);
+	if (p == NULL)
+		return NULL;
+
+	m = (struct gw_msg *)p;
+	memset(m, 0, sizeof(*m));
+	m->refs = 1;
+	m->from = from;
+	m->received_ms = received_ms;
+	m->seq = seq;
+	p += sizeof(*m);
+	m->msg_id = p;
+	memcpy(p, msg_id, id_len + 1);
+	p += id_len + 1;
+	m->channel_id = p;
+	memcpy(p, channel_id, ch_len + 1);
+	p += ch_len + 1;
+	m->sender = p;
+	memcpy(p, sender, snd_len + 1);
+	p += snd_len + 1;
+	m->body = p;
+	memcpy(p, body, body_len);
+	p[body_len] = '\0';
+	m->body_len = body_len;
+	return m;
+}
+
 void proto_msg_ref(struct gw_msg *m)
 {
 	__atomic_add_fetch(&m->refs, 1, __ATOMIC_ACQ_REL);

@@ -47,6 +47,7 @@ struct gw_msg {
 	size_t body_len;
 	int64_t received_ms;   /* Unix ms */
 	uint64_t seq;          /* set by the router: acceptance order */
+	int stored;            /* atomic: 1 while a row in the store holds it */
 	/* msg_id, channel_id and sender point into this same allocation */
 };
 
@@ -64,6 +65,18 @@ enum gw_reject proto_decode_message(const char *data, size_t len,
                                     const struct gw_handshake *hs,
                                     int64_t now_ms, struct gw_msg **out,
                                     char *msg_id_json, size_t idlen);
+
+/* Rebuilds a message from its parts (the durable store's rows), laid out
+ * exactly like proto_decode_message's output, so proto_msg_unref frees it
+ * and proto_msg_frame gives the same bytes. body is the outbound JSON
+ * without its final '}' (a gw_msg's body), body_len bytes, copied. The ids
+ * must be 1..GW_ID_MAX bytes without control characters, as decode ensures.
+ * Returns a new message (refs = 1, caller owns it), or NULL if an argument
+ * is invalid (NULL pointer, unknown role, bad id) or memory runs out. */
+struct gw_msg *proto_msg_new(enum gw_role from, const char *channel_id,
+                             const char *msg_id, const char *sender,
+                             const char *body, size_t body_len,
+                             int64_t received_ms, uint64_t seq);
 
 void proto_msg_ref(struct gw_msg *m);
 void proto_msg_unref(struct gw_msg *m);   /* frees at zero; NULL is fine */

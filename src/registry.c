@@ -15,6 +15,7 @@
 #include "metrics.h"
 #include "queue.h"
 #include "registry.h"
+#include "store.h"
 
 enum { TO_BOT, TO_MOD };
 
@@ -37,6 +38,7 @@ struct flush_set {
 static struct {
 	pthread_mutex_t lock;        /* the registry lock: everything below */
 	pthread_cond_t pong;         /* a pong arrived (bot probes wait on it) */
+	int pong_ready;              /* pong is initialized */
 	const struct gw_config *cfg;
 	struct gw_conn *conns;       /* every conn, newest first */
 	unsigned nconns, nmods, nbots;
@@ -49,6 +51,8 @@ static struct {
 	uint64_t dropped, duplicates;
 	struct gw_dedup *seen[2];    /* recent msg_ids of mods (by server_id), of the bot */
 } reg = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static int restore_one(struct gw_msg *m, int dir, void *ud);
 
 static uint64_t hash_str(const char *s)
 {
@@ -68,6 +72,11 @@ int registry_init(const struct gw_config *cfg)
 {
 	pthread_condattr_t ca;
 
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&reg.pong, &ca);
+	pthread_condattr_destroy(&ca);
+	reg.pong_ready = 1;
 	reg.cfg = cfg;
 	reg.nbuckets = 1024;
 	reg.buckets = calloc(reg.nbuckets, sizeof(*reg.buckets));
@@ -76,10 +85,8 @@ int registry_init(const struct gw_config *cfg)
 	reg.seen[GW_ROLE_BOT] = dedup_new(cfg->dedup_window, (size_t)cfg->dedup_window * 4);
 	if (!reg.buckets || !reg.seen[0] || !reg.seen[1])
 		return -1;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&reg.pong, &ca);
-	pthread_condattr_destroy(&ca);
+	if (store_load(restore_one, NULL, &reg.seq) < 0)
+		return -1;
 	return 0;
 }
 
@@ -100,7 +107,7 @@ static void channel_free(struct gw_channel *ch)
 
 void registry_free(void)
 {
-	for (size_t i = 0; i < reg.nbuckets; i++) {
+	for (size_t i = 0; reg.buckets && i < reg.nbuckets; i++) {
 		struct gw_channel *ch, *next;
 
 		for (ch = reg.buckets[i]; ch; ch = next) {
@@ -115,7 +122,10 @@ void registry_free(void)
 		dedup_free(reg.seen[r]);
 		reg.seen[r] = NULL;
 	}
-	pthread_cond_destroy(&reg.pong);
+	if (reg.pong_ready)
+		pthread_cond_destroy(&reg.pong);
+	reg.pong_ready = 0;
+	reg.seq = reg.queued_msgs = reg.queued_bytes = 0;
 }
 
 /* Channel lookup; creates it when create is set. NULL if absent/ENOMEM. */
@@ -217,7 +227,18 @@ static void flush_all(struct flush_set *fs)
 		free(fs->v);
 }
 
-/* Queues m (reference stolen) for the offline side of ch. */
+/* Forgets the stored row of m, if any: it was dropped. */
+static void unstore(struct gw_msg *m)
+{
+	if (__atomic_exchange_n(&m->stored, 0, __ATOMIC_ACQ_REL))
+		store_del(m->seq);
+}
+
+/* Queues m (reference stolen) for the offline side of ch: a new message at
+ * the back, or one a dropped peer had not taken at the front (it is older
+ * than everything queued). With a store, m is committed to disk before this
+ * returns QUEUED - under the registry lock on purpose: the ack must not
+ * promise more than the disk holds, and rows must follow acceptance order. */
 static enum gw_status enqueue(struct gw_channel *ch, int dir, struct gw_msg *m, int front)
 {
 	struct gw_msg *old;
@@ -227,9 +248,18 @@ static enum gw_status enqueue(struct gw_channel *ch, int dir, struct gw_msg *m, 
 		proto_msg_unref(m);
 		return GW_STATUS_FAILED;
 	}
+	if (store_enabled() && !__atomic_load_n(&m->stored, __ATOMIC_ACQUIRE)) {
+		if (store_put(m, dir) == 0) {
+			__atomic_store_n(&m->stored, 1, __ATOMIC_RELEASE);
+		} else if (!front) {
+			proto_msg_unref(m);
+			return GW_STATUS_FAILED;
+		}
+	}
 	old = front ? ring_push_front(&ch->ring[dir], reg.cfg->queue_max, m, &err)
 	            : ring_push(&ch->ring[dir], reg.cfg->queue_max, m, &err);
 	if (err) {
+		unstore(m);
 		proto_msg_unref(m);
 		return GW_STATUS_FAILED;
 	}
@@ -246,9 +276,38 @@ static enum gw_status enqueue(struct gw_channel *ch, int dir, struct gw_msg *m, 
 			log_event(GW_LOG_WARN, "queue full, oldest message dropped",
 			          "channel", ch->id, "direction", dir == TO_BOT ? "to_bot" : "to_mod", NULL);
 		reg.dropped++;
+		unstore(old);
 		proto_msg_unref(old);
 	}
 	return GW_STATUS_QUEUED;
+}
+
+/* store_load callback: rebuilds the rings in acceptance order. */
+static int restore_one(struct gw_msg *m, int dir, void *ud)
+{
+	struct gw_channel *ch = dir == TO_BOT || dir == TO_MOD ? channel_get(m->channel_id, 1) : NULL;
+	struct gw_msg *old;
+	int err;
+
+	(void)ud;
+	__atomic_store_n(&m->stored, 1, __ATOMIC_RELEASE);
+	if (!ch || !(old = ring_push(&ch->ring[dir], reg.cfg->queue_max, m, &err), !err)) {
+		log_event(GW_LOG_ERROR, "cannot restore a queued message", "channel", m->channel_id, NULL);
+		proto_msg_unref(m);
+		return -1;
+	}
+	reg.queued_msgs++;
+	reg.queued_bytes += msg_cost(m);
+	if (old) {
+		/* queue_max was lowered since they were queued: the oldest go, counted */
+		reg.queued_msgs--;
+		reg.queued_bytes -= msg_cost(old);
+		ch->dropped[dir]++;
+		reg.dropped++;
+		unstore(old);
+		proto_msg_unref(old);
+	}
+	return 0;
 }
 
 /* Sends everything ch holds for direction dir to c (oldest first). */

@@ -19,6 +19,7 @@
 #include "protocol.h"
 #include "registry.h"
 #include "server.h"
+#include "store.h"
 
 #define TICK_MS 100
 
@@ -435,9 +436,30 @@ int server_start(const struct gw_config *cfg, char *err, size_t errlen)
 	srv.cfg = cfg;
 	srv.started_ms = gw_now_mono();
 	copy_keys(cfg);
-	if (registry_init(cfg) < 0 || conn_loop_start(registry_tick, TICK_MS) < 0) {
-		snprintf(err, errlen, "cannot start: out of memory or file descriptors");
+	/* queued messages first: never start empty on a store we cannot read */
+	if (store_open(cfg->store_path, cfg->store_sync, err, errlen) < 0)
 		return -1;
+	if (registry_init(cfg) < 0) {
+		snprintf(err, errlen, "cannot restore the queues (out of memory or a store error)");
+		registry_free();
+		store_close();
+		return -1;
+	}
+	if (conn_loop_start(registry_tick, TICK_MS) < 0) {
+		snprintf(err, errlen, "cannot start the I/O thread: out of memory or file descriptors");
+		registry_free();
+		store_close();
+		return -1;
+	}
+	{
+		struct gw_stats st;
+		char queued[24];
+
+		registry_stats(&st);
+		snprintf(queued, sizeof(queued), "%llu", (unsigned long long)st.queued_msgs);
+		if (store_enabled())
+			log_event(GW_LOG_INFO, "store open", "path", cfg->store_path, "queued", queued,
+			          NULL);
 	}
 	if (strchr(cfg->listen, ':'))
 		snprintf(ports, sizeof(ports), "[%s]:%d", cfg->listen, cfg->http_port);
@@ -474,6 +496,7 @@ int server_start(const struct gw_config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot listen on %s: %s", ports, ebuf[0] ? ebuf : "unknown error");
 		conn_loop_stop();
 		registry_free();
+		store_close();
 		return -1;
 	}
 	mg_set_websocket_handler(srv.ctx, "/sync", on_ws_connect, on_ws_ready, on_ws_data,
@@ -520,4 +543,5 @@ void server_stop(int grace_ms)
 	srv.ctx = NULL;
 	conn_loop_stop();
 	registry_free();
+	store_close();   /* every queued message is on disk already */
 }

@@ -935,3 +935,21 @@ gw_bot(struct gw_proc *p, const char *bot_id)
 	snprintf(hs, sizeof hs, "{\"type\":\"bot\",\"data\":{\"bot_id\":%s}}", bid);
 	return gw_join(p, hs);
 }
+
+long
+gw_rss_kb(struct gw_proc *p)
+{
+	char path[64], line[256];
+	long kb = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)p->pid);
+	f = fopen(path, "r");
+	if (f == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb;
+}

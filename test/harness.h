@@ -56,6 +56,9 @@ void gw_cleanup(struct gw_proc *p);
 /* 1 if the gateway's console output contains needle. */
 int gw_log_contains(struct gw_proc *p, const char *needle);
 
+/* The running gateway's resident memory (VmRSS) in kB, or -1. */
+long gw_rss_kb(struct gw_proc *p);
+
 /* Path of the gateway binary (GW_BIN env or build/homestead-gateway). */
 const char *gw_binary(void);
 

@@ -311,6 +311,8 @@ static void test_ring_overflow_counts_dropped(void **state)
 		it_mod_send(m, id, "s1", "c1", id);
 		json_decref(it_wait_ack(m, id, T));
 	}
+	/* one warning for the burst, not one per lost message */
+	assert_true(gw_log_contains(&gw, "queue full, oldest message dropped"));
 	b = gw_bot(&gw, "b1");
 	j = it_wait_msg(b, T);
 	assert_string_equal(it_str(j, "msg_id"), "o4");
