@@ -67,6 +67,8 @@ struct gw_conn {
 
 	/* reader thread only */
 	int joined;           /* handshake accepted */
+	double tokens;        /* rate_limit bucket: messages that may still pass */
+	int64_t tokens_ms;    /* when it was last refilled (monotonic) */
 	const char *why;      /* atomic: why it is closing (static text), see conn_set_why */
 	/* reader thread only: a fragmented message being reassembled */
 	unsigned char *rx;

@@ -781,6 +781,41 @@ static size_t out_end(struct out *o)
 	return o->len - 1;
 }
 
+size_t proto_json_string(const char *s, char *buf, size_t cap)
+{
+	struct out o = { buf, buf != NULL ? cap : 0, 0, 0 };
+
+	out_str(&o, s);
+	return out_end(&o);
+}
+
+size_t proto_event(const char *event, const char *channel_id, const char *server_id,
+                   const char *bot_id, int64_t now_ms, char *buf, size_t cap)
+{
+	struct out o = { buf, buf != NULL ? cap : 0, 0, 0 };
+	char ts[25];
+
+	proto_format_time(now_ms, ts);
+	OUT_LIT(&o, "{\"type\":\"event\",\"event\":");
+	out_str(&o, event);
+	if (channel_id != NULL) {
+		OUT_LIT(&o, ",\"channel_id\":");
+		out_str(&o, channel_id);
+	}
+	if (server_id != NULL) {
+		OUT_LIT(&o, ",\"server_id\":");
+		out_str(&o, server_id);
+	}
+	if (bot_id != NULL) {
+		OUT_LIT(&o, ",\"bot_id\":");
+		out_str(&o, bot_id);
+	}
+	OUT_LIT(&o, ",\"ts\":\"");
+	out_raw(&o, ts, 24);
+	OUT_LIT(&o, "\"}");
+	return out_end(&o);
+}
+
 size_t proto_connected(enum gw_role role, char *buf, size_t cap)
 {
 	struct out o = { buf, buf != NULL ? cap : 0, 0, 0 };

@@ -99,6 +99,19 @@ size_t proto_ack(const char *status, enum gw_role role, const char *msg_id,
 size_t proto_error(const char *message, int code, const char *msg_id_json,
                    char *buf, size_t cap);
 
+/* s as a quoted JSON string (escaped; invalid UTF-8 becomes U+FFFD) into
+ * buf, NUL-terminated. Returns its length, or 0 if it does not fit (6 *
+ * strlen(s) + 3 always fits). */
+size_t proto_json_string(const char *s, char *buf, size_t cap);
+
+/* A presence event, NUL-terminated in buf; members given NULL are left out:
+ *   {"type":"event","event":"mod_connected","channel_id":"c","server_id":"s","ts":"..."}
+ *   {"type":"event","event":"bot_connected","bot_id":"b","ts":"..."}
+ * Returns the length, or 0 if it does not fit (3 * GW_ID_MAX * 6 + 128
+ * always fits). */
+size_t proto_event(const char *event, const char *channel_id, const char *server_id,
+                   const char *bot_id, int64_t now_ms, char *buf, size_t cap);
+
 /* "mod" / "bot" */
 const char *proto_role_name(enum gw_role role);
 

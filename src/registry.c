@@ -227,6 +227,32 @@ static void flush_all(struct flush_set *fs)
 		free(fs->v);
 }
 
+/* Presence: tells the bot (if it asked for events) that mod came or went. */
+static void notify_bot(const char *event, const struct gw_conn *mod, struct flush_set *fs)
+{
+	char buf[3 * GW_ID_MAX * 6 + 128];
+	size_t n;
+
+	if (!reg.bot || !reg.bot->hs.events)
+		return;
+	n = proto_event(event, mod->hs.channel_id, mod->hs.server_id, NULL, gw_now_real(), buf,
+	                sizeof(buf));
+	if (n && conn_queue(reg.bot, 1, buf, n) == 0)
+		flush_add(fs, reg.bot);
+}
+
+/* Presence: tells every mod that asked for events that the bot came or went. */
+static void notify_mods(const char *event, const char *bot_id, struct flush_set *fs)
+{
+	char buf[3 * GW_ID_MAX * 6 + 128];
+	size_t n = proto_event(event, NULL, NULL, bot_id, gw_now_real(), buf, sizeof(buf));
+
+	for (struct gw_conn *c = reg.conns; n && c; c = c->next)
+		if (c->registered && c->hs.role == GW_ROLE_MOD && c->hs.events &&
+		    conn_queue(c, 1, buf, n) == 0)
+			flush_add(fs, c);
+}
+
 /* Forgets the stored row of m, if any: it was dropped. */
 static void unstore(struct gw_msg *m)
 {
@@ -398,6 +424,7 @@ static void unregister(struct gw_conn *c)
 
 void registry_disconnect(struct gw_conn *c)
 {
+	struct flush_set fs = { .n = 0 };
 	struct gw_msg **unsent;
 	size_t n;
 	int role, last = 0;
@@ -410,6 +437,10 @@ void registry_disconnect(struct gw_conn *c)
 	if (c->registered) {
 		unregister(c);
 		last = role == GW_ROLE_MOD && ch->nmods == 0;
+		if (role == GW_ROLE_MOD)
+			notify_bot("mod_disconnected", c, &fs);
+		else
+			notify_mods("bot_disconnected", c->hs.bot_id, &fs);
 	}
 	if (role == GW_ROLE_BOT || last) {
 		give_back(unsent, n, role == GW_ROLE_BOT ? TO_BOT : TO_MOD, NULL, 0);
@@ -424,6 +455,7 @@ void registry_disconnect(struct gw_conn *c)
 		channel_gc(ch);
 	}
 	pthread_mutex_unlock(&reg.lock);
+	flush_all(&fs);
 }
 
 void registry_release(struct gw_conn *c)
@@ -442,16 +474,50 @@ void registry_release(struct gw_conn *c)
 	conn_unref(c);
 }
 
-static size_t reply_connected(struct gw_conn *c)
+/* The "connected" reply. A mod that asked for events learns whether the bot
+ * is there; a bot that asked gets the list of mods online. (registry lock) */
+static void reply_connected(struct gw_conn *c)
 {
-	char buf[64];
-	size_t n = proto_connected(c->hs.role, buf, sizeof(buf));
+	char small[96], *buf = small;
+	size_t n, cap = sizeof(small);
 
-	return conn_queue(c, 1, buf, n) == 0;
+	if (!c->hs.events) {
+		n = proto_connected(c->hs.role, small, sizeof(small));
+	} else if (c->hs.role == GW_ROLE_MOD) {
+		n = (size_t)snprintf(small, sizeof(small), "{\"status\":\"connected\",\"type\":\"mod\",\"bot\":%s}",
+		                     reg.bot ? "true" : "false");
+	} else {
+		size_t need = 64;
+
+		for (struct gw_conn *m = reg.conns; m; m = m->next)
+			if (m->registered && m->hs.role == GW_ROLE_MOD)
+				need += 6 * (strlen(m->hs.channel_id) + strlen(m->hs.server_id)) + 40;
+		if (!(buf = malloc(need))) {
+			buf = small;
+			n = proto_connected(c->hs.role, small, sizeof(small));
+		} else {
+			cap = need;
+			n = (size_t)snprintf(buf, cap, "{\"status\":\"connected\",\"type\":\"bot\",\"mods\":[");
+			for (struct gw_conn *m = reg.conns; m; m = m->next) {
+				if (!m->registered || m->hs.role != GW_ROLE_MOD)
+					continue;
+				n += (size_t)snprintf(buf + n, cap - n, "%s{\"channel_id\":", buf[n - 1] == '[' ? "" : ",");
+				n += proto_json_string(m->hs.channel_id, buf + n, cap - n);
+				n += (size_t)snprintf(buf + n, cap - n, ",\"server_id\":");
+				n += proto_json_string(m->hs.server_id, buf + n, cap - n);
+				n += (size_t)snprintf(buf + n, cap - n, "}");
+			}
+			n += (size_t)snprintf(buf + n, cap - n, "]}");
+		}
+	}
+	conn_queue(c, 1, buf, n);
+	if (buf != small)
+		free(buf);
 }
 
 static enum gw_join join_mod(struct gw_conn *c)
 {
+	struct flush_set fs = { .n = 0 };
 	struct gw_channel *ch;
 	struct gw_conn *old;
 	struct gw_msg **stolen = NULL;
@@ -489,13 +555,16 @@ static enum gw_join join_mod(struct gw_conn *c)
 	reply_connected(c);
 	give_back(stolen, n, TO_MOD, c, now);
 	drain_ring(ch, TO_MOD, c, now);
+	notify_bot("mod_connected", c, &fs);
 	pthread_mutex_unlock(&reg.lock);
 	conn_flush(c);
+	flush_all(&fs);
 	return GW_JOIN_OK;
 }
 
 static enum gw_join join_bot(struct gw_conn *c)
 {
+	struct flush_set fs = { .n = 0 };
 	struct gw_conn *old;
 	struct gw_msg **stolen = NULL;
 	size_t n = 0;
@@ -556,8 +625,10 @@ static enum gw_join join_bot(struct gw_conn *c)
 			channel_gc(ch);
 		}
 	}
+	notify_mods("bot_connected", c->hs.bot_id, &fs);
 	pthread_mutex_unlock(&reg.lock);
 	conn_flush(c);
+	flush_all(&fs);
 	return GW_JOIN_OK;
 }
 

@@ -275,6 +275,28 @@ static int on_handshake(struct gw_conn *c, const char *data, size_t len)
 	return 1;
 }
 
+/* Token bucket, rate_limit messages per second with bursts of twice that.
+ * Reader thread only. Returns 1 if this message may pass. */
+static int rate_ok(struct gw_conn *c)
+{
+	double rate = srv.cfg->rate_limit, burst = 2 * rate;
+	int64_t now = gw_now_mono();
+
+	if (rate <= 0)
+		return 1;
+	if (c->tokens_ms == 0)
+		c->tokens = burst;
+	else
+		c->tokens += (double)(now - c->tokens_ms) * rate / 1000.0;
+	if (c->tokens > burst)
+		c->tokens = burst;
+	c->tokens_ms = now;
+	if (c->tokens < 1.0)
+		return 0;
+	c->tokens -= 1.0;
+	return 1;
+}
+
 static const char *status_name(enum gw_status st)
 {
 	return st == GW_STATUS_COMPLETED ? "completed" : st == GW_STATUS_QUEUED ? "queued" : "failed";
@@ -294,6 +316,14 @@ static int on_message(struct gw_conn *c, const char *data, size_t len)
 		log_event(GW_LOG_DEBUG, "malformed message", "remote", c->remote, NULL);
 		metrics_inc(GW_M_REJECT_400);
 		n = proto_error("Malformed message.", 400, idjson, buf, sizeof(buf));
+		conn_send(c, 1, buf, n);
+		return 1;
+	}
+	if (!rate_ok(c)) {
+		proto_json_string(m->msg_id, idjson, sizeof(idjson));
+		proto_msg_unref(m);
+		metrics_inc(GW_M_REJECT_429);
+		n = proto_error("Rate limit exceeded.", 429, idjson, buf, sizeof(buf));
 		conn_send(c, 1, buf, n);
 		return 1;
 	}

@@ -409,6 +409,114 @@ static void test_duplicate_resend_not_routed(void **state)
 	ws_free(m2);
 }
 
+static json_t *hello(struct ws *w, const char *hs)
+{
+	ws_send_text(w, hs);
+	return it_recv_json(w, T, NULL);
+}
+
+static void test_presence_events(void **state)
+{
+	struct ws *quiet = gw_bot(&gw, "quiet"), *b, *m1, *m2;
+	json_t *j, *mods;
+
+	(void)state;
+	/* without asking, nothing changes on the wire */
+	m1 = gw_mod(&gw, "s1", "c1");
+	assert_null(it_recv_json(quiet, 300, NULL));
+	ws_send_frame(quiet, 1, 8, "\x03\xe8", 2, 1, 0);
+	ws_wait_close(quiet, T);
+	ws_free(quiet);
+
+	/* a mod that asks learns the bot is away, then its comings and goings */
+	m2 = raw("/sync?api_key=test-key");
+	j = hello(m2, "{\"type\":\"mod\",\"data\":{\"server_id\":\"s2\",\"channel_id\":\"c2\",\"events\":true}}");
+	assert_string_equal(it_str(j, "status"), "connected");
+	assert_true(json_is_false(json_object_get(j, "bot")));
+	json_decref(j);
+
+	/* a bot that asks gets the mods online in its connected reply */
+	b = raw("/sync?api_key=test-key");
+	j = hello(b, "{\"type\":\"bot\",\"data\":{\"bot_id\":\"b1\",\"events\":true}}");
+	assert_string_equal(it_str(j, "status"), "connected");
+	mods = json_object_get(j, "mods");
+	assert_int_equal(json_array_size(mods), 2);
+	json_decref(j);
+	j = it_recv_json(m2, T, NULL);
+	assert_string_equal(it_str(j, "type"), "event");
+	assert_string_equal(it_str(j, "event"), "bot_connected");
+	assert_string_equal(it_str(j, "bot_id"), "b1");
+	assert_int_equal(strlen(it_str(j, "ts")), 24);
+	json_decref(j);
+
+	/* mods coming and going */
+	ws_free(m1);
+	j = it_recv_json(b, T, NULL);
+	assert_string_equal(it_str(j, "event"), "mod_disconnected");
+	assert_string_equal(it_str(j, "channel_id"), "c1");
+	assert_string_equal(it_str(j, "server_id"), "s1");
+	json_decref(j);
+	m1 = gw_mod(&gw, "s3", "c1");
+	j = it_recv_json(b, T, NULL);
+	assert_string_equal(it_str(j, "event"), "mod_connected");
+	assert_string_equal(it_str(j, "server_id"), "s3");
+	json_decref(j);
+	/* the mod without events got nothing extra */
+	assert_null(it_recv_json(m1, 300, NULL));
+
+	ws_send_frame(b, 1, 8, "\x03\xe8", 2, 1, 0);
+	ws_wait_close(b, T);
+	j = it_recv_json(m2, T, NULL);
+	assert_string_equal(it_str(j, "event"), "bot_disconnected");
+	json_decref(j);
+	ws_free(b);
+	ws_free(m1);
+	ws_free(m2);
+}
+
+static void test_rate_limit(void **state)
+{
+	struct gw_proc rl;
+	struct ws *m;
+	char id[16];
+	int ok = 0, limited = 0;
+	json_t *j;
+
+	(void)state;
+	assert_int_equal(gw_start(&rl, "[gateway]\nrate_limit = 5\n"), 0);
+	m = gw_mod(&rl, "s1", "c1");
+	for (int i = 0; i < 20; i++) {
+		snprintf(id, sizeof(id), "r%d", i);
+		it_mod_send(m, id, "s1", "c1", "spam");
+	}
+	for (int i = 0; i < 20; i++) {
+		j = it_recv_json(m, T, NULL);
+		assert_non_null(j);
+		snprintf(id, sizeof(id), "r%d", i);
+		assert_string_equal(it_str(j, "msg_id"), id);
+		if (json_object_get(j, "status")) {
+			ok++;
+		} else {
+			assert_int_equal(json_integer_value(json_object_get(j, "code")), 429);
+			assert_string_equal(it_str(j, "message"), "Rate limit exceeded.");
+			limited++;
+		}
+		json_decref(j);
+	}
+	/* a burst of twice the rate passes (plus what refilled meanwhile) */
+	assert_true(ok >= 10 && ok <= 12);
+	assert_int_equal(ok + limited, 20);
+	/* the connection stays, and the bucket refills */
+	usleep(450000);
+	it_mod_send(m, "later", "s1", "c1", "calm");
+	j = it_wait_ack(m, "later", T);
+	assert_non_null(j);
+	json_decref(j);
+	ws_free(m);
+	gw_stop(&rl, SIGTERM, 5000);
+	gw_cleanup(&rl);
+}
+
 /* --- validation --------------------------------------------------------- */
 
 static void test_malformed_messages_keep_connection(void **state)
@@ -622,6 +730,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_ring_overflow_counts_dropped, up, down),
 		cmocka_unit_test_setup_teardown(test_same_server_id_replaces, up, down),
 		cmocka_unit_test_setup_teardown(test_duplicate_resend_not_routed, up, down),
+		cmocka_unit_test_setup_teardown(test_presence_events, up, down),
+		cmocka_unit_test(test_rate_limit),
 		cmocka_unit_test_setup_teardown(test_malformed_messages_keep_connection, up, down),
 		cmocka_unit_test_setup_teardown(test_unicode_round_trip, up, down),
 		cmocka_unit_test_setup_teardown(test_fragmented_and_binary, up, down),
