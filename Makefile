@@ -48,7 +48,7 @@ BINS := $(BUILD)/homestead-gateway
 
 Q := $(if $(V),,@)
 .SECONDARY:
-.PHONY: all deps run test unit it asan tsan clean distclean
+.PHONY: all deps run test all-tests asan tsan bench clean distclean
 .DEFAULT_GOAL := all
 
 all: $(BINS)
@@ -56,13 +56,18 @@ all: $(BINS)
 deps:
 	$(Q)sh scripts/deps.sh
 
+# Embedded defaults (data and logs beside the binary); CONFIG=etc/gateway.ini to use a file.
 run: deps
 	$(Q)$(MAKE) --no-print-directory all
-	./$(BUILD)/homestead-gateway $(if $(wildcard etc/gateway.ini),-c etc/gateway.ini,)
+	./$(BUILD)/homestead-gateway $(if $(CONFIG),-c $(CONFIG),)
+
+bench: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)sh scripts/bench.sh $(BUILD)
 
 test: deps
 	$(Q)$(MAKE) --no-print-directory all-tests
-	$(Q)sh scripts/run-tests.sh $(BUILD)
+	$(Q)GW_BIN=$(BUILD)/homestead-gateway sh scripts/run-tests.sh $(BUILD)
 
 all-tests: $(BINS) $(UNITS) $(ITS)
 
@@ -70,7 +75,8 @@ asan:
 	$(Q)$(MAKE) --no-print-directory BUILD=build/asan SAN=address,undefined test
 
 tsan:
-	$(Q)$(MAKE) --no-print-directory BUILD=build/tsan SAN=thread test
+	$(Q)TSAN_OPTIONS="suppressions=$(CURDIR)/test/tsan.supp second_deadlock_stack=1 $(TSAN_OPTIONS)" \
+	 $(MAKE) --no-print-directory BUILD=build/tsan SAN=thread test
 
 # The pristine source is copied and patched under $(BUILD)/civetweb.
 CW_STAMP := $(BUILD)/civetweb/.patched
@@ -98,6 +104,14 @@ $(LIB): $(GW_OBJS) $(CW_OBJ)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/homestead-gateway: $(BUILD)/obj/main.o $(LIB)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/homestead-client: $(BUILD)/obj/client.o $(LIB)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/homestead-bench: $(BUILD)/obj/bench.o $(LIB)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
