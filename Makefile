@@ -44,7 +44,7 @@ ITS       := $(IT_SRCS:test/%.c=$(BUILD)/test/%)
 TLIB_SRCS := test/wsclient.c test/harness.c test/itutil.c
 TLIB_OBJS := $(TLIB_SRCS:test/%.c=$(BUILD)/test/obj/%.o)
 
-BINS := $(BUILD)/homestead-gateway
+BINS := $(BUILD)/homestead-gateway $(BUILD)/homestead-client $(BUILD)/homestead-bench
 
 Q := $(if $(V),,@)
 .SECONDARY:
@@ -123,7 +123,7 @@ $(BUILD)/test/obj/%.o: test/%.c | $(CW_STAMP)
 $(BUILD)/test/test_%: $(BUILD)/test/obj/test_%.o $(LIB)
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
 
-$(BUILD)/test/test_wsclient: $(BUILD)/test/obj/test_wsclient.o $(BUILD)/test/obj/wsclient.o
+$(BUILD)/test/test_wsclient: $(BUILD)/test/obj/test_wsclient.o $(BUILD)/test/obj/wsclient.o $(BUILD)/obj/wsc.o
 	$(Q)$(CC) $(LDFLAGS) $^ -lcmocka -o $@
 
 $(BUILD)/test/it_%: $(BUILD)/test/obj/it_%.o $(TLIB_OBJS) $(LIB)

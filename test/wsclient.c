@@ -7,14 +7,16 @@
  * loses nothing. Sends are single send() calls of the whole frame, which
  * keeps a frame together on the wire unless the test asks otherwise
  * (ws_send_raw). It can misbehave on purpose: unmasked frames, RSV bits,
- * any opcode. SHA-1 and base64 live here because the handshake needs them
- * and the tests' in-process server reuses them.
+ * any opcode. SHA-1, base64 and the random bytes come from src/wsc.c (the
+ * tools' client primitives); ws_sha1/ws_base64/ws_accept_key stay as names
+ * for the tests' in-process server.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 
 #include "wsclient.h"
+#include "wsc.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -26,13 +28,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
-#define WS_GUID          "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define WS_HEAD_MAX      16384                  /* biggest HTTP head we read */
 #define WS_FRAME_MAX     ((uint64_t)1 << 30)    /* biggest frame we accept */
 #define WS_BODY_MAX      ((size_t)16 << 20)     /* biggest HTTP body we read */
@@ -41,7 +41,6 @@
 static int64_t now_ms(void);
 static int64_t deadline_after(int timeout_ms);
 static int deadline_left(int64_t deadline);
-static void random_bytes(void *buf, size_t len);
 static int tcp_connect(int port, int timeout_ms);
 static int send_all(int fd, const void *data, size_t len);
 static int buf_reserve(struct ws *w, size_t need);
@@ -57,129 +56,24 @@ static char *request_new(const char *path, int port, const char *headers,
 static void ws_refused(struct ws *w, int status, const char *why);
 static void close_echo(struct ws *w, const struct ws_frame *f);
 
-/* ---- SHA-1 (FIPS 180-4) and base64 ---------------------------------- */
-
-static uint32_t
-rol32(uint32_t x, int n)
-{
-	return (x << n) | (x >> (32 - n));
-}
-
-static void
-sha1_block(uint32_t h[5], const unsigned char *p)
-{
-	uint32_t w[80], a, b, c, d, e, f, k, t;
-	int i;
-
-	for (i = 0; i < 16; i++)
-		w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
-		       (uint32_t)p[4 * i + 2] << 8 | (uint32_t)p[4 * i + 3];
-	for (i = 16; i < 80; i++)
-		w[i] = rol32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
-
-	a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
-	for (i = 0; i < 80; i++) {
-		if (i < 20) {
-			f = (b & c) | (~b & d);
-			k = 0x5A827999;
-		} else if (i < 40) {
-			f = b ^ c ^ d;
-			k = 0x6ED9EBA1;
-		} else if (i < 60) {
-			f = (b & c) | (b & d) | (c & d);
-			k = 0x8F1BBCDC;
-		} else {
-			f = b ^ c ^ d;
-			k = 0xCA62C1D6;
-		}
-		t = rol32(a, 5) + f + e + k + w[i];
-		e = d;
-		d = c;
-		c = rol32(b, 30);
-		b = a;
-		a = t;
-	}
-	h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e;
-}
+/* ---- SHA-1, base64, randomness: shared with the tools (src/wsc.c) -- */
 
 void
 ws_sha1(const void *data, size_t len, unsigned char out[20])
 {
-	uint32_t h[5] = { 0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476,
-	                  0xC3D2E1F0 };
-	const unsigned char *p = data;
-	unsigned char tail[128];
-	size_t full = len / 64 * 64, rest = len - full, tail_len, i;
-	uint64_t bits = (uint64_t)len * 8;
-
-	for (i = 0; i < full; i += 64)
-		sha1_block(h, p + i);
-
-	/* Padding: 0x80, zeros, then the bit length big-endian in the last
-	 * 8 bytes; one extra block when the rest leaves no room for them. */
-	memset(tail, 0, sizeof tail);
-	if (rest > 0)
-		memcpy(tail, p + full, rest);
-	tail[rest] = 0x80;
-	tail_len = rest < 56 ? 64 : 128;
-	for (i = 0; i < 8; i++)
-		tail[tail_len - 1 - i] = (unsigned char)(bits >> (8 * i));
-	sha1_block(h, tail);
-	if (tail_len == 128)
-		sha1_block(h, tail + 64);
-
-	for (i = 0; i < 5; i++) {
-		out[4 * i] = (unsigned char)(h[i] >> 24);
-		out[4 * i + 1] = (unsigned char)(h[i] >> 16);
-		out[4 * i + 2] = (unsigned char)(h[i] >> 8);
-		out[4 * i + 3] = (unsigned char)h[i];
-	}
+	wsc_sha1(data, len, out);
 }
 
 size_t
 ws_base64(const void *data, size_t len, char *out)
 {
-	static const char abc[] =
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	const unsigned char *p = data;
-	size_t i, o = 0;
-
-	for (i = 0; i + 2 < len; i += 3) {
-		uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-		out[o++] = abc[v >> 18 & 63];
-		out[o++] = abc[v >> 12 & 63];
-		out[o++] = abc[v >> 6 & 63];
-		out[o++] = abc[v & 63];
-	}
-	if (len - i == 1) {
-		uint32_t v = (uint32_t)p[i] << 16;
-		out[o++] = abc[v >> 18 & 63];
-		out[o++] = abc[v >> 12 & 63];
-		out[o++] = '=';
-		out[o++] = '=';
-	} else if (len - i == 2) {
-		uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8;
-		out[o++] = abc[v >> 18 & 63];
-		out[o++] = abc[v >> 12 & 63];
-		out[o++] = abc[v >> 6 & 63];
-		out[o++] = '=';
-	}
-	out[o] = '\0';
-	return o;
+	return wsc_base64(data, len, out);
 }
 
 void
 ws_accept_key(const char *key, char out[29])
 {
-	char joined[128];
-	unsigned char digest[20];
-	int n;
-
-	n = snprintf(joined, sizeof joined, "%s%s", key, WS_GUID);
-	if (n < 0 || (size_t)n >= sizeof joined)
-		n = 0;          /* absurd key: no accept value can match it */
-	ws_sha1(joined, (size_t)n, digest);
-	ws_base64(digest, sizeof digest, out);
+	wsc_accept_key(key, out);
 }
 
 /* ---- time, randomness, sockets -------------------------------------- */
@@ -211,37 +105,6 @@ deadline_left(int64_t deadline)
 	if (left < 0)
 		return 0;
 	return left > 0x7fffffff ? 0x7fffffff : (int)left;
-}
-
-static void
-random_bytes(void *buf, size_t len)
-{
-	static uint64_t fallback;
-	unsigned char *p = buf;
-	ssize_t n;
-
-	while (len > 0) {
-		n = getrandom(p, len, 0);
-		if (n > 0) {
-			p += n;
-			len -= (size_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		break;
-	}
-	/* No getrandom (old kernel, seccomp): test keys and masks need to
-	 * vary, not to be secret, so a time-seeded xorshift will do. */
-	if (fallback == 0)
-		fallback = (uint64_t)now_ms() * 2654435761u ^ (uint64_t)getpid();
-	while (len > 0) {
-		fallback ^= fallback << 13;
-		fallback ^= fallback >> 7;
-		fallback ^= fallback << 17;
-		*p++ = (unsigned char)fallback;
-		len--;
-	}
 }
 
 /* Returns a connected blocking socket to 127.0.0.1:port, or -1. */
@@ -566,7 +429,7 @@ ws_connect(int port, const char *path, const char *extra_headers,
 	}
 	w->fd = fd;
 
-	random_bytes(nonce, sizeof nonce);
+	wsc_random(nonce, sizeof nonce);
 	ws_base64(nonce, sizeof nonce, key);
 	ws_accept_key(key, expect);
 	snprintf(headers, sizeof headers,
@@ -656,7 +519,7 @@ ws_send_frame(struct ws *w, int fin, int opcode, const void *data, size_t len,
 	}
 	if (mask) {
 		frame[1] |= 0x80;
-		random_bytes(key, sizeof key);
+		wsc_random(key, sizeof key);
 		memcpy(frame + hdr, key, 4);
 		hdr += 4;
 		for (i = 0; i < len; i++)

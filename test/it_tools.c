@@ -1,0 +1,494 @@
+/*
+ * it_tools.c - the companion tools against the real gateway: homestead-client
+ * processes driven through pipes (a mod and a bot talking, a reconnect that
+ * resends an unacknowledged message with its msg_id, a refused key), and a
+ * short homestead-bench run of every scenario. The tools are found beside
+ * the gateway binary (gw_binary()).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "itutil.h"
+
+#define T 5000      /* ms: generous wait for a line */
+#define PROCS_MAX 8
+
+/* One tool process: its stdin (we write), stdout (we read), stderr in a file. */
+struct proc {
+	pid_t pid;
+	int in, out;
+	char err_path[64];
+	char buf[1 << 16];
+	size_t len;
+};
+
+static struct gw_proc gw;
+static struct proc procs[PROCS_MAX];
+static char tool_dir[PATH_MAX];
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+static const char *tool(const char *name)
+{
+	static char path[2][PATH_MAX + 32];
+	static int i;
+
+	i ^= 1;
+	snprintf(path[i], sizeof(path[i]), "%s/%s", tool_dir, name);
+	return path[i];
+}
+
+static void url_of(char *buf, size_t cap)
+{
+	snprintf(buf, cap, "ws://127.0.0.1:%d/sync", gw.port);
+}
+
+/* Starts argv with pipes on stdin/stdout; stderr goes to a file. */
+static struct proc *proc_start(const char *const *argv)
+{
+	struct proc *p = NULL;
+	int in[2], out[2], err, i;
+	pid_t parent = getpid();
+
+	for (i = 0; i < PROCS_MAX; i++)
+		if (procs[i].pid == 0) {
+			p = &procs[i];
+			break;
+		}
+	if (!p || pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0)
+		return NULL;
+	snprintf(p->err_path, sizeof(p->err_path), "/tmp/it_tools.%d.%d.err", (int)parent, i);
+	err = open(p->err_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	fflush(NULL);
+	p->pid = fork();
+	if (p->pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
+		dup2(in[0], 0);
+		dup2(out[1], 1);
+		dup2(err, 2);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	close(in[0]);
+	close(out[1]);
+	close(err);
+	p->in = in[1];
+	p->out = out[0];
+	p->len = 0;
+	return p;
+}
+
+static void proc_write(struct proc *p, const char *text)
+{
+	assert_int_equal(write(p->in, text, strlen(text)), (ssize_t)strlen(text));
+}
+
+static void proc_close_stdin(struct proc *p)
+{
+	if (p->in >= 0)
+		close(p->in);
+	p->in = -1;
+}
+
+/* Prints the tool's stderr (for a failing test). */
+static void proc_dump(struct proc *p, const char *why)
+{
+	char text[8192];
+	ssize_t n;
+	int fd = open(p->err_path, O_RDONLY | O_CLOEXEC);
+
+	fprintf(stderr, "it_tools: %s; stdout so far: %.*s\n--- stderr:\n", why, (int)p->len, p->buf);
+	if (fd >= 0) {
+		while ((n = read(fd, text, sizeof(text))) > 0)
+			fwrite(text, 1, (size_t)n, stderr);
+		close(fd);
+	}
+	fputs("---\n", stderr);
+}
+
+/*
+ * Reads stdout until a whole line contains needle; copies it into line
+ * (cut to cap) and drops the lines before it. 0, or -1 on timeout/EOF.
+ */
+static int proc_line_raw(struct proc *p, const char *needle, int timeout_ms, char *line,
+                         size_t cap)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+	struct pollfd pfd = { .fd = p->out, .events = POLLIN };
+	char *nl, *start;
+	ssize_t n;
+
+	for (;;) {
+		start = p->buf;
+		while ((nl = memchr(start, '\n', p->len - (size_t)(start - p->buf)))) {
+			*nl = '\0';
+			if (strstr(start, needle)) {
+				snprintf(line, cap, "%s", start);
+				p->len -= (size_t)(nl + 1 - p->buf);
+				memmove(p->buf, nl + 1, p->len);
+				return 0;
+			}
+			start = nl + 1;
+		}
+		/* keep only the incomplete tail */
+		p->len -= (size_t)(start - p->buf);
+		memmove(p->buf, start, p->len);
+		if (now_ms() >= deadline || p->len == sizeof(p->buf))
+			break;
+		if (poll(&pfd, 1, (int)(deadline - now_ms())) <= 0)
+			break;
+		n = read(p->out, p->buf + p->len, sizeof(p->buf) - p->len);
+		if (n <= 0)
+			break;
+		p->len += (size_t)n;
+	}
+	proc_dump(p, needle);
+	return -1;
+}
+
+/* The same, parsed as JSON (caller decrefs), or NULL. */
+static json_t *proc_line(struct proc *p, const char *needle, int timeout_ms)
+{
+	static char line[1 << 16];
+	json_t *j;
+
+	if (proc_line_raw(p, needle, timeout_ms, line, sizeof(line)) < 0)
+		return NULL;
+	if (!(j = json_loads(line, 0, NULL)))
+		fprintf(stderr, "it_tools: not JSON: %s\n", line);
+	return j;
+}
+
+/* Waits for the exit; returns its status (128+signal), or -1 after
+ * timeout_ms (then kills it). */
+static int proc_wait(struct proc *p, int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+	int status, rc = -1;
+
+	for (;;) {
+		pid_t r = waitpid(p->pid, &status, WNOHANG);
+
+		if (r == p->pid) {
+			rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+			break;
+		}
+		if (now_ms() >= deadline) {
+			proc_dump(p, "still running");
+			kill(p->pid, SIGKILL);
+			waitpid(p->pid, &status, 0);
+			break;
+		}
+		sleep_ms(10);
+	}
+	p->pid = 0;
+	proc_close_stdin(p);
+	close(p->out);
+	unlink(p->err_path);
+	return rc;
+}
+
+static void procs_kill_all(void)
+{
+	for (int i = 0; i < PROCS_MAX; i++)
+		if (procs[i].pid > 0) {
+			kill(procs[i].pid, SIGKILL);
+			proc_wait(&procs[i], 2000);
+		}
+}
+
+static int up(void **state)
+{
+	(void)state;
+	return gw_start(&gw, NULL);
+}
+
+static int down(void **state)
+{
+	(void)state;
+	procs_kill_all();
+	gw_stop(&gw, SIGTERM, 5000);
+	gw_cleanup(&gw);
+	return 0;
+}
+
+static struct proc *start_mod(const char *sid, const char *channel, const char *extra)
+{
+	char url[128];
+	const char *argv[] = { tool("homestead-client"), "mod", "--url", url, "--server-id", sid,
+	                       "--channel", channel, extra, NULL };
+
+	url_of(url, sizeof(url));
+	return proc_start(argv);
+}
+
+/* --- homestead-client ------------------------------------------------- */
+
+static void test_client_mod_bot_exchange(void **state)
+{
+	char url[128];
+	const char *bot_argv[] = { tool("homestead-client"), "bot", "--url", url, "--bot-id", "b1",
+	                           "--author", "discord-1", "--name", "Alex", NULL };
+	struct proc *bot, *mod;
+	json_t *j;
+
+	(void)state;
+	url_of(url, sizeof(url));
+	bot = proc_start(bot_argv);
+	assert_non_null(bot);
+	j = proc_line(bot, "\"connected\"", T);
+	assert_non_null(j);
+	assert_string_equal(it_str(j, "type"), "bot");
+	json_decref(j);
+	mod = start_mod("srv-1", "chan-1", NULL);
+	assert_non_null(mod);
+	j = proc_line(mod, "\"connected\"", T);
+	assert_non_null(j);
+	json_decref(j);
+
+	/* mod -> bot: a typed line arrives as a message; the mod prints its ack */
+	proc_write(mod, "hello from the game\n");
+	j = proc_line(bot, "hello from the game", T);
+	assert_non_null(j);
+	assert_string_equal(it_str(j, "type"), "mod");
+	assert_string_equal(it_str(j, "channel_id"), "chan-1");
+	assert_string_equal(it_str(j, "server_id"), "srv-1");
+	assert_string_equal(it_str(j, "content"), "hello from the game");
+	assert_true(strncmp(it_str(j, "msg_id"), "srv-1-", 6) == 0);
+	json_decref(j);
+	j = proc_line(mod, "\"status\":\"completed\"", T);
+	assert_non_null(j);
+	assert_string_equal(it_str(j, "type"), "mod");
+	json_decref(j);
+
+	/* bot -> mod: '#channel ' picks the channel */
+	proc_write(bot, "#chan-1 hello from discord\n");
+	j = proc_line(mod, "hello from discord", T);
+	assert_non_null(j);
+	assert_string_equal(it_str(j, "type"), "bot");
+	assert_string_equal(it_str(j, "channel_id"), "chan-1");
+	assert_string_equal(it_str(json_object_get(j, "author"), "id"), "discord-1");
+	assert_string_equal(it_str(json_object_get(j, "author"), "name"), "Alex");
+	json_decref(j);
+	j = proc_line(bot, "\"status\":\"completed\"", T);
+	assert_non_null(j);
+	json_decref(j);
+
+	/* EOF: both leave cleanly */
+	proc_close_stdin(mod);
+	assert_int_equal(proc_wait(mod, T), 0);
+	proc_close_stdin(bot);
+	assert_int_equal(proc_wait(bot, T), 0);
+}
+
+static void test_client_resends_unacked_after_reconnect(void **state)
+{
+	struct proc *mod;
+	struct ws *bot;
+	char id[128];
+	json_t *j;
+	int n = 0;
+
+	(void)state;
+	mod = start_mod("srv-r", "chan-r", "--backoff-ms=100");
+	assert_non_null(mod);
+	j = proc_line(mod, "\"connected\"", T);
+	assert_non_null(j);
+	json_decref(j);
+
+	/* The gateway freezes: the line goes out but no ack can come. Then it
+	 * dies (memory store: the message is gone) and comes back. */
+	kill(gw.pid, SIGSTOP);
+	proc_write(mod, "sent while frozen\n");
+	sleep_ms(300);
+	gw_stop(&gw, SIGKILL, 2000);
+	assert_int_equal(gw_restart(&gw), 0);
+
+	/* The client reconnects on its own and sends the line again, same msg_id. */
+	j = proc_line(mod, "\"connected\"", T);
+	assert_non_null(j);
+	json_decref(j);
+	snprintf(id, sizeof(id), "srv-r-%d-1", (int)mod->pid);
+	j = proc_line(mod, id, T);
+	assert_non_null(j);
+	assert_string_equal(it_str(j, "status"), "queued");
+	json_decref(j);
+
+	/* A line typed after the reconnect goes through too. */
+	proc_write(mod, "after the reconnect\n");
+	snprintf(id, sizeof(id), "srv-r-%d-2", (int)mod->pid);
+	j = proc_line(mod, id, T);
+	assert_non_null(j);
+	json_decref(j);
+
+	/* The bot gets each exactly once, in order. */
+	bot = gw_bot(&gw, "b1");
+	assert_non_null(bot);
+	j = it_wait_msg(bot, T);
+	assert_non_null(j);
+	assert_string_equal(it_str(j, "content"), "sent while frozen");
+	snprintf(id, sizeof(id), "srv-r-%d-1", (int)mod->pid);
+	assert_string_equal(it_str(j, "msg_id"), id);
+	json_decref(j);
+	j = it_wait_msg(bot, T);
+	assert_non_null(j);
+	assert_string_equal(it_str(j, "content"), "after the reconnect");
+	json_decref(j);
+	while ((j = it_wait_msg(bot, 300)) != NULL) {
+		n++;
+		json_decref(j);
+	}
+	assert_int_equal(n, 0);
+	ws_free(bot);
+
+	proc_close_stdin(mod);
+	assert_int_equal(proc_wait(mod, T), 0);
+}
+
+static void test_client_replaced_does_not_flap(void **state)
+{
+	struct proc *old, *new;
+	json_t *j;
+
+	(void)state;
+	old = start_mod("srv-x", "chan-x", "--backoff-ms=100");
+	j = proc_line(old, "\"connected\"", T);
+	assert_non_null(j);
+	json_decref(j);
+	new = start_mod("srv-x", "chan-x", "--backoff-ms=100");
+	j = proc_line(new, "\"connected\"", T);
+	assert_non_null(j);
+	json_decref(j);
+	/* the older one steps aside instead of taking the slot back */
+	assert_int_equal(proc_wait(old, T), 1);
+	proc_write(new, "still here\n");
+	j = proc_line(new, "\"status\":\"queued\"", T);
+	assert_non_null(j);
+	json_decref(j);
+	proc_close_stdin(new);
+	assert_int_equal(proc_wait(new, T), 0);
+}
+
+static void test_client_bad_key_exits_3(void **state)
+{
+	char url[128];
+	const char *argv[] = { tool("homestead-client"), "mod", "--url", url, "--key", "wrong",
+	                       "--server-id", "s", "--channel", "c", "--backoff-ms", "100", NULL };
+	int64_t t0 = now_ms();
+	struct proc *p;
+
+	(void)state;
+	url_of(url, sizeof(url));
+	p = proc_start(argv);
+	assert_non_null(p);
+	assert_int_equal(proc_wait(p, T), 3);
+	assert_true(now_ms() - t0 < 3000);   /* no retries */
+}
+
+static void test_client_usage_errors(void **state)
+{
+	const char *no_channel[] = { tool("homestead-client"), "mod", "--server-id", "s", NULL };
+	const char *bad_mode[] = { tool("homestead-client"), "admin", NULL };
+	const char *wss[] = { tool("homestead-client"), "bot", "--bot-id", "b", "--url",
+	                      "wss://example.org/sync", NULL };
+	struct proc *p;
+
+	(void)state;
+	p = proc_start(no_channel);
+	assert_int_equal(proc_wait(p, T), 2);
+	p = proc_start(bad_mode);
+	assert_int_equal(proc_wait(p, T), 2);
+	p = proc_start(wss);
+	assert_int_equal(proc_wait(p, T), 2);
+}
+
+/* --- homestead-bench smoke run ---------------------------------------- */
+
+/* Runs one scenario with small counts; its line must say ok. */
+static void bench(const char *scenario, const char *a1, const char *a2, const char *a3,
+                  const char *a4, const char *ok)
+{
+	char url[128], pid[16], line[2048] = "";
+	const char *argv[] = { tool("homestead-bench"), scenario, "--url", url, "--pid", pid,
+	                       a1, a2, a3, a4, NULL };
+	struct proc *p;
+	int rc;
+
+	url_of(url, sizeof(url));
+	snprintf(pid, sizeof(pid), "%d", (int)gw.pid);
+	p = proc_start(argv);
+	assert_non_null(p);
+	proc_close_stdin(p);
+	proc_line_raw(p, "scenario=", 20000, line, sizeof(line));
+	rc = proc_wait(p, 20000);
+	if (rc != 0 || !strstr(line, ok))
+		fprintf(stderr, "it_tools: bench %s: exit %d: %s\n", scenario, rc, line);
+	assert_int_equal(rc, 0);
+	assert_non_null(strstr(line, ok));
+	assert_non_null(strstr(line, "scenario="));
+}
+
+static void test_bench_smoke(void **state)
+{
+	(void)state;
+	bench("flood", "--mods=4", "--channels=2", "--count=400", "--window=8", "delivered_ok=yes");
+	bench("fanout", "--mods=5", "--count=100", "--window=8", "--size=50", "delivered_ok=yes");
+	bench("rate", "--mods=4", "--rate=400", "--duration=1", "--drain=5", "delivered_ok=yes");
+	bench("big", "--mods=2", "--window=2", "--count=6", "--size=1000000", "delivered_ok=yes");
+	bench("idle", "--mods=50", "--sample=1", "--concurrency=10", "--drain=1", "all_up=yes");
+	bench("churn", "--duration=2", "--concurrency=4", "--drain=1", "--prefix=itc", "all_ok=yes");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_client_mod_bot_exchange, up, down),
+		cmocka_unit_test_setup_teardown(test_client_resends_unacked_after_reconnect, up, down),
+		cmocka_unit_test_setup_teardown(test_client_replaced_does_not_flap, up, down),
+		cmocka_unit_test_setup_teardown(test_client_bad_key_exits_3, up, down),
+		cmocka_unit_test_setup_teardown(test_client_usage_errors, up, down),
+		cmocka_unit_test_setup_teardown(test_bench_smoke, up, down),
+	};
+	char bin[PATH_MAX];
+
+	snprintf(bin, sizeof(bin), "%s", gw_binary());
+	snprintf(tool_dir, sizeof(tool_dir), "%s", dirname(bin));
+	setenv("HOMESTEAD_KEY", "test-key", 1);   /* --key stays off the process list */
+	signal(SIGPIPE, SIG_IGN);
+	if (getenv("TEST_FILTER"))
+		cmocka_set_test_filter(getenv("TEST_FILTER"));
+	return cmocka_run_group_tests_name("it_tools", tests, NULL, NULL);
+}
