@@ -18,7 +18,7 @@
 
 struct gw_mark {
 	struct gw_msg *msg;
-	size_t end;           /* offset in out just past this message's frame */
+	uint64_t end;         /* stream position just past this message's frame */
 };
 
 /* The I/O thread's state. */
@@ -59,6 +59,7 @@ struct gw_conn *conn_new(void)
 	if (!c)
 		return NULL;
 	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->idle, NULL);
 	c->refs = 1;
 	c->id = __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
 	c->fd = -1;
@@ -73,10 +74,11 @@ void conn_ref(struct gw_conn *c)
 }
 
 /* Messages whose frames left completely are delivered: a queued one leaves
- * the store now (not when it was handed to us, so kill -9 cannot lose it). */
-static void release_marks(struct gw_conn *c, size_t upto)
+ * the store now (not when it was handed to us, so kill -9 cannot lose it).
+ * (L) */
+static void release_marks(struct gw_conn *c)
 {
-	while (c->mark_head < c->mark_len && c->marks[c->mark_head].end <= upto) {
+	while (c->mark_head < c->mark_len && c->marks[c->mark_head].end <= c->sent_total) {
 		struct gw_msg *m = c->marks[c->mark_head].msg;
 
 		if (__atomic_exchange_n(&m->stored, 0, __ATOMIC_ACQ_REL))
@@ -84,6 +86,8 @@ static void release_marks(struct gw_conn *c, size_t upto)
 		proto_msg_unref(m);
 		c->mark_head++;
 	}
+	if (c->mark_head == c->mark_len)
+		c->mark_head = c->mark_len = 0;
 }
 
 /* Frees the marks of a dead conn without counting them delivered. */
@@ -91,6 +95,7 @@ static void discard_marks(struct gw_conn *c)
 {
 	while (c->mark_head < c->mark_len)
 		proto_msg_unref(c->marks[c->mark_head++].msg);
+	c->mark_head = c->mark_len = 0;
 }
 
 static void conn_free(struct gw_conn *c)
@@ -98,7 +103,9 @@ static void conn_free(struct gw_conn *c)
 	discard_marks(c);
 	free(c->marks);
 	free(c->out);
+	free(c->pend);
 	free(c->rx);
+	pthread_cond_destroy(&c->idle);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 }
@@ -111,7 +118,7 @@ void conn_unref(struct gw_conn *c)
 	 * the conn between two epoll_wait calls. */
 	pthread_mutex_lock(&loop.lock);
 	if (loop.running) {
-		c->next = loop.graveyard;
+		c->next_free = loop.graveyard;
 		loop.graveyard = c;
 		c = NULL;
 	}
@@ -134,36 +141,31 @@ int conn_attach(struct gw_conn *c, int fd)
 	return rc;
 }
 
-/* Makes room for `need` more bytes of output. (L) */
-static int out_reserve(struct gw_conn *c, size_t need)
+/* Bytes queued and not yet sent. (L) */
+static size_t pending_locked(const struct gw_conn *c)
+{
+	return (c->out_len - c->out_sent) + c->pend_len;
+}
+
+/* Makes room for `need` more bytes in `pend`, the buffer appenders fill
+ * (the flusher sends from `out` meanwhile, without the lock). (L) */
+static int pend_reserve(struct gw_conn *c, size_t need)
 {
 	size_t cap;
 	unsigned char *p;
 
-	if (c->out_sent > 0 && c->out_sent == c->out_len) {
-		c->out_sent = c->out_len = 0;
-	} else if (c->out_sent > 0 && c->out_len + need > c->out_cap) {
-		/* Slide the unsent tail to the front; marks move with it. */
-		size_t i;
-
-		memmove(c->out, c->out + c->out_sent, c->out_len - c->out_sent);
-		for (i = c->mark_head; i < c->mark_len; i++)
-			c->marks[i].end -= c->out_sent;
-		c->out_len -= c->out_sent;
-		c->out_sent = 0;
-	}
-	if (c->out_len + need <= c->out_cap)
+	if (c->pend_len + need <= c->pend_cap)
 		return 0;
-	if (c->out_len + need > GW_OUT_MAX)
+	if (pending_locked(c) + need > GW_OUT_MAX)
 		return -1;
-	cap = c->out_cap ? c->out_cap : 4096;
-	while (cap < c->out_len + need)
+	cap = c->pend_cap ? c->pend_cap : 4096;
+	while (cap < c->pend_len + need)
 		cap *= 2;
-	p = realloc(c->out, cap);
+	p = realloc(c->pend, cap);
 	if (!p)
 		return -1;
-	c->out = p;
-	c->out_cap = cap;
+	c->pend = p;
+	c->pend_cap = cap;
 	return 0;
 }
 
@@ -195,7 +197,14 @@ static void abort_locked(struct gw_conn *c)
 	shutdown(c->fd, SHUT_RDWR);
 }
 
-/* Appends a frame header and payload (and a mark for m). (L) */
+/* Waits until no thread is sending on c's socket. (L) */
+static void wait_flusher(struct gw_conn *c)
+{
+	while (c->flushing)
+		pthread_cond_wait(&c->idle, &c->lock);
+}
+
+/* Appends a frame header and payload (and a mark for m) to `pend`. (L) */
 static int queue_locked(struct gw_conn *c, int opcode, const void *data, size_t len,
                         struct gw_msg *m, uint64_t dropped, int64_t now_real)
 {
@@ -223,24 +232,25 @@ static int queue_locked(struct gw_conn *c, int opcode, const void *data, size_t 
 			c->mark_cap = cap;
 		}
 	}
-	if (out_reserve(c, hl + body + 1) < 0)
+	if (pend_reserve(c, hl + body + 1) < 0)
 		goto fail;
-	if (c->out_len == c->out_sent)
+	if (pending_locked(c) == 0)
 		c->write_progress_ms = gw_now_mono();
-	memcpy(c->out + c->out_len, h, hl);
-	c->out_len += hl;
+	memcpy(c->pend + c->pend_len, h, hl);
+	c->pend_len += hl;
 	if (m) {
 		/* +1: proto_msg_frame writes a NUL we do not send */
-		proto_msg_frame(m, now_real, dropped, (char *)c->out + c->out_len, body + 1);
-		c->out_len += body;
+		proto_msg_frame(m, now_real, dropped, (char *)c->pend + c->pend_len, body + 1);
+		c->pend_len += body;
 		proto_msg_ref(m);
 		c->marks[c->mark_len].msg = m;
-		c->marks[c->mark_len].end = c->out_len;
+		c->marks[c->mark_len].end = c->appended + hl + body;
 		c->mark_len++;
 	} else if (len) {
-		memcpy(c->out + c->out_len, data, len);
-		c->out_len += len;
+		memcpy(c->pend + c->pend_len, data, len);
+		c->pend_len += len;
 	}
+	c->appended += hl + body;
 	return 0;
 fail:
 	/* Too much waiting for this peer, or no memory: drop it rather than
@@ -270,51 +280,85 @@ int conn_queue_msg(struct gw_conn *c, struct gw_msg *m, uint64_t dropped, int64_
 	return rc;
 }
 
-/* (L) */
-static void flush_locked(struct gw_conn *c)
+/*
+ * One thread at a time sends on a socket: the flusher. It swaps the
+ * appenders' buffer in and sends it without holding the lock, so frames
+ * appended meanwhile by other threads go out together in its next send
+ * (several messages, one syscall) and nobody waits on a send but the
+ * flusher. A thread that finds a flusher at work just says "again" and
+ * leaves; so does the I/O thread on EPOLLOUT, which is how a socket that
+ * filled up (EAGAIN) resumes.
+ */
+void conn_flush(struct gw_conn *c)
 {
-	while (c->fd >= 0 && c->out_sent < c->out_len) {
-		ssize_t n = send(c->fd, c->out + c->out_sent, c->out_len - c->out_sent,
-		                 MSG_DONTWAIT | MSG_NOSIGNAL);
+	pthread_mutex_lock(&c->lock);
+	if (c->flushing) {
+		c->again = 1;
+		pthread_mutex_unlock(&c->lock);
+		return;
+	}
+	c->flushing = 1;
+	for (;;) {
+		const unsigned char *p;
+		size_t len;
+		ssize_t n;
+		int fd;
+
+		if (c->out_sent == c->out_len) {
+			unsigned char *t = c->out;
+			size_t tcap = c->out_cap;
+
+			if (c->pend_len == 0 || c->fd < 0 || c->state == GW_CONN_DEAD)
+				break;
+			c->out = c->pend;
+			c->out_cap = c->pend_cap;
+			c->out_len = c->pend_len;
+			c->out_sent = 0;
+			c->pend = t;
+			c->pend_cap = tcap;
+			c->pend_len = 0;
+		}
+		fd = c->fd;
+		p = c->out + c->out_sent;
+		len = c->out_len - c->out_sent;
+		c->again = 0;
+		pthread_mutex_unlock(&c->lock);
+		n = send(fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+		pthread_mutex_lock(&c->lock);
 		if (n > 0) {
 			c->out_sent += (size_t)n;
+			c->sent_total += (uint64_t)n;
 			c->write_progress_ms = gw_now_mono();
+			release_marks(c);
 			continue;
 		}
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			break;     /* EPOLLOUT (edge-triggered) resumes us */
-		/* The peer is gone: wake its reader, which tears it down. */
-		if (c->state != GW_CONN_DEAD) {
-			c->state = GW_CONN_CLOSING;
-			shutdown(c->fd, SHUT_RDWR);
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if (c->again)
+				continue;   /* EPOLLOUT came while we were sending */
+			break;          /* EPOLLOUT (edge-triggered) resumes us */
 		}
+		/* The peer is gone: wake its reader, which tears it down. */
+		abort_locked(c);
 		break;
 	}
-	release_marks(c, c->out_sent);
-	if (c->out_sent == c->out_len) {
-		c->out_sent = c->out_len = 0;
-		c->mark_head = c->mark_len = 0;
+	if (c->shut_wr && pending_locked(c) == 0 && c->fd >= 0 && c->state != GW_CONN_DEAD) {
+		/* FIN right after the close frame: the peer answers and hangs up */
+		shutdown(c->fd, SHUT_WR);
+		c->shut_wr = 0;
 	}
-}
-
-void conn_flush(struct gw_conn *c)
-{
-	pthread_mutex_lock(&c->lock);
-	flush_locked(c);
+	c->flushing = 0;
+	pthread_cond_broadcast(&c->idle);
 	pthread_mutex_unlock(&c->lock);
 }
 
 int conn_send(struct gw_conn *c, int opcode, const void *data, size_t len)
 {
-	int rc;
+	int rc = conn_queue(c, opcode, data, len);
 
-	pthread_mutex_lock(&c->lock);
-	rc = queue_locked(c, opcode, data, len, NULL, 0, 0);
 	if (rc == 0)
-		flush_locked(c);
-	pthread_mutex_unlock(&c->lock);
+		conn_flush(c);
 	return rc;
 }
 
@@ -322,6 +366,7 @@ void conn_close(struct gw_conn *c, int code, const char *reason, int grace_ms)
 {
 	unsigned char p[125];
 	size_t rl = reason ? strlen(reason) : 0;
+	int flush = 0;
 
 	if (rl > sizeof(p) - 2)
 		rl = sizeof(p) - 2;
@@ -333,16 +378,16 @@ void conn_close(struct gw_conn *c, int code, const char *reason, int grace_ms)
 	if (c->state != GW_CONN_CLOSING && c->state != GW_CONN_DEAD && c->fd >= 0) {
 		if (code)
 			queue_locked(c, 8, p, rl + 2, NULL, 0, 0);
-		flush_locked(c);
 		if (c->state != GW_CONN_DEAD && c->fd >= 0) {
 			c->state = GW_CONN_CLOSING;
-			/* FIN after the close frame; the peer answers and hangs up */
-			if (c->out_sent == c->out_len)
-				shutdown(c->fd, SHUT_WR);
+			c->shut_wr = 1;
 			c->close_deadline_ms = gw_now_mono() + grace_ms;
+			flush = 1;
 		}
 	}
 	pthread_mutex_unlock(&c->lock);
+	if (flush)
+		conn_flush(c);
 }
 
 void conn_abort(struct gw_conn *c)
@@ -353,13 +398,13 @@ void conn_abort(struct gw_conn *c)
 }
 
 /* Moves out the messages whose frames did not leave completely: they were
- * not taken. (L) */
+ * not taken. Call with no flusher at work. (L) */
 static struct gw_msg **take_unsent(struct gw_conn *c, size_t *n)
 {
 	struct gw_msg **unsent = NULL;
 	size_t i, k = 0;
 
-	release_marks(c, c->out_sent);
+	release_marks(c);
 	if (c->mark_len > c->mark_head)
 		unsent = malloc((c->mark_len - c->mark_head) * sizeof(*unsent));
 	for (i = c->mark_head; i < c->mark_len; i++) {
@@ -380,14 +425,17 @@ struct gw_msg **conn_detach(struct gw_conn *c, size_t *n)
 	struct gw_msg **unsent;
 
 	pthread_mutex_lock(&c->lock);
+	/* the socket closes after we return: nobody may be sending on it */
+	wait_flusher(c);
 	if (c->fd >= 0 && loop.epfd >= 0)
 		epoll_ctl(loop.epfd, EPOLL_CTL_DEL, c->fd, NULL);
 	c->fd = -1;
 	c->state = GW_CONN_DEAD;
 	unsent = take_unsent(c, n);
 	free(c->out);
-	c->out = NULL;
-	c->out_len = c->out_sent = c->out_cap = 0;
+	free(c->pend);
+	c->out = c->pend = NULL;
+	c->out_len = c->out_sent = c->out_cap = c->pend_len = c->pend_cap = 0;
 	pthread_mutex_unlock(&c->lock);
 	return unsent;
 }
@@ -398,8 +446,10 @@ struct gw_msg **conn_takeover(struct gw_conn *c, int code, const char *reason, s
 	int drained;
 
 	pthread_mutex_lock(&c->lock);
+	/* no frame may leave after we decide what was not taken */
+	wait_flusher(c);
 	unsent = take_unsent(c, n);
-	drained = c->out_sent == c->out_len;
+	drained = pending_locked(c) == 0;
 	if (!drained)
 		abort_locked(c);   /* before another byte of those frames leaves */
 	pthread_mutex_unlock(&c->lock);
@@ -414,12 +464,12 @@ int conn_check_write(struct gw_conn *c, int64_t now, int64_t write_timeout_ms)
 
 	pthread_mutex_lock(&c->lock);
 	if (c->state != GW_CONN_DEAD && c->fd >= 0) {
-		if (c->out_sent < c->out_len && now - c->write_progress_ms >= write_timeout_ms) {
+		if (pending_locked(c) > 0 && now - c->write_progress_ms >= write_timeout_ms) {
 			conn_set_why(c, "write timeout");   /* before the reader wakes */
 			aborted = 1;
-		}
-		else if (c->close_deadline_ms && now >= c->close_deadline_ms)
+		} else if (c->close_deadline_ms && now >= c->close_deadline_ms) {
 			aborted = 2;
+		}
 		if (aborted)
 			abort_locked(c);
 	}
@@ -434,7 +484,7 @@ int conn_pending(struct gw_conn *c)
 	int p;
 
 	pthread_mutex_lock(&c->lock);
-	p = c->out_sent < c->out_len;
+	p = pending_locked(c) > 0;
 	pthread_mutex_unlock(&c->lock);
 	return p;
 }
@@ -448,7 +498,7 @@ static void free_graveyard(void)
 	loop.graveyard = NULL;
 	pthread_mutex_unlock(&loop.lock);
 	for (; c; c = next) {
-		next = c->next;
+		next = c->next_free;
 		conn_free(c);
 	}
 }

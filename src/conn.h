@@ -50,8 +50,13 @@ struct gw_conn {
 	/* (L) socket and output */
 	enum gw_conn_state state;
 	int fd;
-	unsigned char *out;
+	unsigned char *out;          /* being sent by the flusher */
 	size_t out_len, out_sent, out_cap;
+	unsigned char *pend;         /* appended to meanwhile */
+	size_t pend_len, pend_cap;
+	uint64_t appended, sent_total;   /* stream positions, bytes */
+	int flushing, again, shut_wr;    /* a thread is sending; look again; FIN when drained */
+	pthread_cond_t idle;         /* signalled when flushing ends */
 	struct gw_mark *marks;
 	size_t mark_head, mark_len, mark_cap;
 	int64_t write_progress_ms;   /* monotonic: last progress or when output began */
@@ -77,6 +82,7 @@ struct gw_conn {
 
 	/* registry lock: links and registration */
 	struct gw_conn *prev, *next;     /* all conns */
+	struct gw_conn *next_free;       /* the I/O thread's graveyard */
 	struct gw_conn *chan_next;       /* mods of one channel */
 	struct gw_channel *channel;      /* registered mod: its channel */
 	int registered;
