@@ -16,6 +16,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "protocol.h"
 #include "server.h"
 
 static const char usage[] =
@@ -149,6 +150,7 @@ int main(int argc, char **argv)
 	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
+	proto_init();
 	set_secrets(&cfg);
 	if (log_open(cfg.log_level, cfg.log_dir, cfg.log_rotation) < 0)
 		fprintf(stderr, "homestead-gateway: cannot write logs to %s: %s (console only)\n",

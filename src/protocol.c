@@ -142,6 +142,51 @@ static int json_too_deep(const char *data, size_t len)
 	return 0;
 }
 
+/*
+ * Jansson allocates every value, key and string of a parse separately, and
+ * malloc/free were half the cost of a message. While a decode runs, its
+ * allocations come from a bump arena on that decode's own stack instead;
+ * freeing them is a no-op and the arena vanishes when the decode returns,
+ * after every Jansson object of it was released. What does not fit (big
+ * messages) falls back to malloc. proto_init() installs the functions.
+ */
+struct arena {
+	char *base;
+	size_t used, cap;
+};
+
+static _Thread_local struct arena *arena;
+
+static void *arena_malloc(size_t n)
+{
+	struct arena *a = arena;
+
+	n = (n + 15) & ~(size_t)15;
+	if (a && n <= a->cap - a->used) {
+		void *p = a->base + a->used;
+
+		a->used += n;
+		return p;
+	}
+	return malloc(n);
+}
+
+static void arena_free(void *p)
+{
+	struct arena *a = arena;
+
+	if (a && (char *)p >= a->base && (char *)p < a->base + a->cap)
+		return;   /* released with the arena */
+	free(p);
+}
+
+void proto_init(void)
+{
+	json_set_alloc_funcs(arena_malloc, arena_free);
+}
+
+#define ARENA_SIZE 12288
+
 /* Parses untrusted bytes. On GW_OK *root is a new reference (an object or
  * an array); otherwise *root is NULL. */
 static enum gw_reject json_parse(const char *data, size_t len, json_t **root)
@@ -243,8 +288,24 @@ static int id_copy(const json_t *obj, const char *key, char *dst)
 	return 0;
 }
 
+static enum gw_reject decode_handshake(const char *data, size_t len,
+                                       struct gw_handshake *hs);
+
 enum gw_reject proto_decode_handshake(const char *data, size_t len,
                                       struct gw_handshake *hs)
+{
+	_Alignas(16) char mem[ARENA_SIZE];
+	struct arena a = { mem, 0, sizeof(mem) }, *outer = arena;
+	enum gw_reject why;
+
+	arena = &a;
+	why = decode_handshake(data, len, hs);
+	arena = outer;
+	return why;
+}
+
+static enum gw_reject decode_handshake(const char *data, size_t len,
+                                       struct gw_handshake *hs)
 {
 	struct gw_handshake tmp;
 	json_t *root, *type, *d, *events;
@@ -550,10 +611,28 @@ static struct gw_msg *msg_new(const struct msg_in *in, json_t *obj, size_t hint)
 	return m;
 }
 
+static enum gw_reject decode_message(const char *data, size_t len,
+                                     const struct gw_handshake *hs, int64_t now_ms,
+                                     struct gw_msg **out, char *msg_id_json, size_t idlen);
+
 enum gw_reject proto_decode_message(const char *data, size_t len,
                                     const struct gw_handshake *hs,
                                     int64_t now_ms, struct gw_msg **out,
                                     char *msg_id_json, size_t idlen)
+{
+	_Alignas(16) char mem[ARENA_SIZE];
+	struct arena a = { mem, 0, sizeof(mem) }, *outer = arena;
+	enum gw_reject why;
+
+	arena = &a;
+	why = decode_message(data, len, hs, now_ms, out, msg_id_json, idlen);
+	arena = outer;
+	return why;
+}
+
+static enum gw_reject decode_message(const char *data, size_t len,
+                                     const struct gw_handshake *hs, int64_t now_ms,
+                                     struct gw_msg **out, char *msg_id_json, size_t idlen)
 {
 	struct msg_in in;
 	json_t *root, *obj = NULL;

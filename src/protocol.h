@@ -51,6 +51,10 @@ struct gw_msg {
 	/* msg_id, channel_id and sender point into this same allocation */
 };
 
+/* Makes Jansson allocate from a per-decode arena (faster; see protocol.c).
+ * Optional; call once before threads start. */
+void proto_init(void);
+
 /* Decodes a handshake frame. Returns GW_OK and fills *hs, or a reject
  * reason; never allocates on error. */
 enum gw_reject proto_decode_handshake(const char *data, size_t len,
