@@ -87,10 +87,8 @@ static void msg_id_echo(json_t *v, char *dst, size_t cap);
 static int hs_usable(const struct gw_handshake *hs);
 static int msg_check(json_t *root, const struct gw_handshake *hs,
                      struct msg_in *in);
-static json_t *msg_outbound(const struct msg_in *in,
-                            const struct gw_handshake *hs, int64_t now_ms);
-static struct gw_msg *msg_new(const struct msg_in *in, json_t *obj,
-                              size_t hint);
+static struct gw_msg *msg_new(const struct msg_in *in, const struct gw_handshake *hs,
+                              int64_t now_ms, size_t hint);
 static int dump_append(const char *buf, size_t size, void *arg);
 static void out_raw(struct out *o, const char *s, size_t n);
 static void out_str(struct out *o, const char *s);
@@ -506,68 +504,101 @@ static void msg_id_echo(json_t *v, char *dst, size_t cap)
 
 /* The outbound object, members in wire order. New reference, or NULL when
  * out of memory. Input values are shared (refcounted), not copied. */
-static json_t *msg_outbound(const struct msg_in *in,
-                            const struct gw_handshake *hs, int64_t now_ms)
+/* Room for size more bytes; 0 or -1 (ENOMEM). */
+static int dump_reserve(struct dump_buf *d, size_t size)
 {
-	char received[25];
-	json_t *o, *author;
-	int rc = 0;
+	size_t cap = d->cap;
+	char *p;
 
-	proto_format_time(now_ms, received);
-	o = json_object();
-	author = json_object();
-	rc |= json_object_set_new(o, "type", json_string(proto_role_name(hs->role)));
-	rc |= json_object_set_new(o, "channel_id", json_string(in->channel_id));
-	rc |= json_object_set(o, "msg_id", in->msg_id);
-	if (hs->role == GW_ROLE_MOD)
-		rc |= json_object_set_new(o, "server_id", json_string(hs->server_id));
-	rc |= json_object_set(author, "id", in->author_id);
-	if (in->author_name != NULL)
-		rc |= json_object_set(author, "name", in->author_name);
-	rc |= json_object_set_new(o, "author", author);   /* steals author */
-	rc |= json_object_set(o, "content", in->content);
-	if (in->meta != NULL)
-		rc |= json_object_set(o, "meta", in->meta);
-	if (in->ts != NULL)
-		rc |= json_object_set(o, "ts", in->ts);
-	else
-		rc |= json_object_set_new(o, "ts", json_string(received));
-	rc |= json_object_set_new(o, "received_at", json_string(received));
-	if (rc != 0) {
-		json_decref(o);
-		return NULL;
+	if (size <= cap - d->len)
+		return 0;
+	while (size > cap - d->len) {
+		if (cap > SIZE_MAX / 2)
+			return -1;
+		cap *= 2;
 	}
-	return o;
+	p = realloc(d->p, cap);
+	if (p == NULL)
+		return -1;
+	d->p = p;
+	d->cap = cap;
+	return 0;
 }
 
 static int dump_append(const char *buf, size_t size, void *arg)
 {
 	struct dump_buf *d = arg;
-	size_t cap = d->cap;
-	char *p;
 
-	if (size > cap - d->len) {
-		while (size > cap - d->len) {
-			if (cap > SIZE_MAX / 2)
-				return -1;
-			cap *= 2;
-		}
-		p = realloc(d->p, cap);
-		if (p == NULL)
-			return -1;
-		d->p = p;
-		d->cap = cap;
-	}
+	if (dump_reserve(d, size) < 0)
+		return -1;
 	memcpy(d->p + d->len, buf, size);
 	d->len += size;
 	return 0;
 }
 
+/* Appends size bytes; 0 or -1 (ENOMEM). */
+static int dump_put(struct dump_buf *d, const char *s, size_t n)
+{
+	return dump_append(s, n, d);
+}
+
+#define DUMP_LIT(d, lit) dump_put((d), (lit), sizeof(lit) - 1)
+
+/* Appends a JSON string literal of s (valid UTF-8 without NUL, as Jansson
+ * decoded it), escaped exactly as Jansson's compact output would be. */
+static int dump_str(struct dump_buf *d, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t n = strlen(s), i, run = 0;
+	char *w;
+
+	/* reserve the worst case once, then write in place */
+	if (n > (SIZE_MAX - 2) / 6 || dump_reserve(d, 6 * n + 2) < 0)
+		return -1;
+	w = d->p + d->len;
+	*w++ = '"';
+	for (i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c >= 0x20 && c != '"' && c != '\\') {
+			run++;
+			continue;
+		}
+		memcpy(w, s + i - run, run);
+		w += run;
+		run = 0;
+		*w++ = '\\';
+		switch (c) {
+		case '"':  *w++ = '"'; break;
+		case '\\': *w++ = '\\'; break;
+		case '\b': *w++ = 'b'; break;
+		case '\f': *w++ = 'f'; break;
+		case '\n': *w++ = 'n'; break;
+		case '\r': *w++ = 'r'; break;
+		case '\t': *w++ = 't'; break;
+		default:
+			*w++ = 'u';
+			*w++ = '0';
+			*w++ = '0';
+			*w++ = hex[c >> 4];
+			*w++ = hex[c & 0xF];
+			break;
+		}
+	}
+	memcpy(w, s + n - run, run);
+	w += run;
+	*w++ = '"';
+	d->len = (size_t)(w - d->p);
+	return 0;
+}
+
 /* One allocation laid out as
  *   struct gw_msg | msg_id NUL | channel_id NUL | sender NUL | body NUL
- * The body is dumped directly behind the header; its final '}' becomes
- * the NUL. hint: expected size of the serialized object. */
-static struct gw_msg *msg_new(const struct msg_in *in, json_t *obj, size_t hint)
+ * The outbound object is written directly behind the header, field by
+ * field (only meta goes through Jansson's encoder), without its final '}'.
+ * hint: expected size of the body. */
+static struct gw_msg *msg_new(const struct msg_in *in, const struct gw_handshake *hs,
+                              int64_t now_ms, size_t hint)
 {
 	size_t id_len = json_string_length(in->msg_id);
 	size_t ch_len = strlen(in->channel_id);
@@ -575,28 +606,60 @@ static struct gw_msg *msg_new(const struct msg_in *in, json_t *obj, size_t hint)
 	size_t head = sizeof(struct gw_msg) + id_len + 1 + ch_len + 1 + snd_len + 1;
 	struct dump_buf d;
 	struct gw_msg *m;
-	char *p;
-	int prec = in->meta != NULL ? real_precision(in->meta) : 15;
+	char received[25], *p;
+	int rc = 0;
 
 	d.len = head;
 	d.cap = head + hint;
 	d.p = malloc(d.cap);
 	if (d.p == NULL)
 		return NULL;
-	if (json_dump_callback(obj, dump_append, &d,
-	                       JSON_COMPACT | JSON_REAL_PRECISION(prec)) != 0 ||
-	    d.len < head + 2 || d.p[d.len - 1] != '}') {
+	proto_format_time(now_ms, received);
+	rc |= hs->role == GW_ROLE_MOD ? DUMP_LIT(&d, "{\"type\":\"mod\",\"channel_id\":")
+	                              : DUMP_LIT(&d, "{\"type\":\"bot\",\"channel_id\":");
+	rc |= dump_str(&d, in->channel_id);
+	rc |= DUMP_LIT(&d, ",\"msg_id\":");
+	rc |= dump_str(&d, json_string_value(in->msg_id));
+	if (hs->role == GW_ROLE_MOD) {
+		rc |= DUMP_LIT(&d, ",\"server_id\":");
+		rc |= dump_str(&d, hs->server_id);
+	}
+	rc |= DUMP_LIT(&d, ",\"author\":{\"id\":");
+	rc |= dump_str(&d, json_string_value(in->author_id));
+	if (in->author_name != NULL) {
+		rc |= DUMP_LIT(&d, ",\"name\":");
+		rc |= dump_str(&d, json_string_value(in->author_name));
+	}
+	rc |= DUMP_LIT(&d, "},\"content\":");
+	rc |= dump_str(&d, json_string_value(in->content));
+	if (in->meta != NULL) {
+		rc |= DUMP_LIT(&d, ",\"meta\":");
+		rc |= json_dump_callback(in->meta, dump_append, &d,
+		                         JSON_COMPACT | JSON_REAL_PRECISION(real_precision(in->meta)));
+	}
+	rc |= DUMP_LIT(&d, ",\"ts\":");
+	if (in->ts != NULL) {
+		rc |= dump_str(&d, json_string_value(in->ts));
+	} else {
+		rc |= DUMP_LIT(&d, "\"");
+		rc |= dump_put(&d, received, 24);
+		rc |= DUMP_LIT(&d, "\"");
+	}
+	rc |= DUMP_LIT(&d, ",\"received_at\":\"");
+	rc |= dump_put(&d, received, 24);
+	rc |= DUMP_LIT(&d, "\"");
+	rc |= dump_put(&d, "", 1);   /* the NUL that ends body */
+	if (rc != 0) {
 		free(d.p);
 		return NULL;
 	}
-	d.p[d.len - 1] = '\0';
 	if (d.cap > d.len && (p = realloc(d.p, d.len)) != NULL)
 		d.p = p;   /* give back the slack; keep the block if that fails */
 
 	m = (struct gw_msg *)d.p;
 	memset(m, 0, sizeof(*m));
 	m->refs = 1;
-	m->from = GW_ROLE_MOD;
+	m->from = hs->role;
 	p = d.p + sizeof(*m);
 	m->msg_id = p;
 	memcpy(p, json_string_value(in->msg_id), id_len + 1);
@@ -635,7 +698,7 @@ static enum gw_reject decode_message(const char *data, size_t len,
                                      struct gw_msg **out, char *msg_id_json, size_t idlen)
 {
 	struct msg_in in;
-	json_t *root, *obj = NULL;
+	json_t *root;
 	enum gw_reject why;
 
 	*out = NULL;
@@ -650,11 +713,9 @@ static enum gw_reject decode_message(const char *data, size_t len,
 		msg_id_echo(json_object_get(root, "msg_id"), msg_id_json, idlen);
 		goto out;
 	}
-	obj = msg_outbound(&in, hs, now_ms);
 	/* The compact object is about the input's size, plus the fields the
 	 * gateway adds; a larger one grows, a smaller one is trimmed. */
-	if (obj != NULL)
-		*out = msg_new(&in, obj, len + 2 * GW_ID_MAX + 256);
+	*out = msg_new(&in, hs, now_ms, len + 2 * GW_ID_MAX + 256);
 	if (*out == NULL) {
 		/* Out of memory: no reason code of its own; the peer is told
 		 * its message was refused and may retry. */
@@ -665,7 +726,6 @@ static enum gw_reject decode_message(const char *data, size_t len,
 	(*out)->received_ms = now_ms;
 	why = GW_OK;
 out:
-	json_decref(obj);
 	json_decref(root);
 	return why;
 }
