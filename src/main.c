@@ -8,6 +8,7 @@
 #include <getopt.h>
 #include <libgen.h>
 #include <limits.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,6 +142,14 @@ int main(int argc, char **argv)
 		print_config(&cfg);
 		return 0;
 	}
+
+	/* One worker thread per websocket and bursts of big messages: without
+	 * this glibc grows an arena per thread and keeps freed megabytes, so RSS
+	 * would not come back down after a burst. Big buffers are mapped and
+	 * returned whole; the heap is trimmed past 256 KiB free. */
+	mallopt(M_ARENA_MAX, 4);
+	mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+	mallopt(M_TRIM_THRESHOLD, 256 * 1024);
 
 	/* Before any thread exists: they all inherit this mask. */
 	signal(SIGPIPE, SIG_IGN);

@@ -159,6 +159,14 @@ static int on_begin_request(struct mg_connection *mc)
 		send_error(mc, 400, "Expected a WebSocket upgrade.");
 		return 1;
 	}
+	/* RFC 6455 4.2.1: the nonce is 16 bytes in base64 (CivetWeb accepts
+	 * anything, even an empty one) */
+	up = mg_get_header(mc, "Sec-WebSocket-Key");
+	if (!up || strlen(up) != 24 || strspn(up, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	                                          "0123456789+/") != 22 || strcmp(up + 22, "==") != 0) {
+		send_error(mc, 400, "Bad Sec-WebSocket-Key.");
+		return 1;
+	}
 	request_key(mc, ri, key, sizeof(key));
 	kind = key_kind(key);
 	memset(key, 0, sizeof(key));
