@@ -3,6 +3,9 @@
 
 BUILD    ?= build
 PREFIX   ?= /usr/local
+SYSCONFDIR ?= /etc
+FUZZ_SECONDS ?= 20
+TEST_FUZZ_SECONDS ?= 10
 CC       ?= cc
 SAN      ?=
 WERROR   ?= $(if $(CI),-Werror,)
@@ -27,7 +30,7 @@ LDFLAGS  := $(if $(SAN),-fsanitize=$(SAN),) -pthread
 LDLIBS   := -ljansson -linih -lsqlite3 -lm
 
 # CivetWeb: the Debian source, our patches applied to a copy under $(BUILD).
-CW_FLAGS := -DUSE_WEBSOCKET -DUSE_IPV6 -DNO_SSL -DNO_CGI -DNO_FILES -DNDEBUG \
+CW_FLAGS := -DREENTRANT_TIME -DUSE_WEBSOCKET -DUSE_IPV6 -DNO_SSL -DNO_CGI -DNO_FILES -DNDEBUG \
             -DUSE_STACK_SIZE=$(STACK)
 CW_CFLAGS := -std=gnu11 $(OPT) -w -pthread
 CW_PATCHES := $(sort $(wildcard third_party/patches/*.patch))
@@ -48,7 +51,7 @@ BINS := $(BUILD)/homestead-gateway $(BUILD)/homestead-client $(BUILD)/homestead-
 
 Q := $(if $(V),,@)
 .SECONDARY:
-.PHONY: all deps run test all-tests asan tsan bench clean distclean
+.PHONY: all deps run test all-tests asan tsan bench fuzz install uninstall clean distclean
 .DEFAULT_GOAL := all
 
 all: $(BINS)
@@ -68,6 +71,7 @@ bench: deps
 test: deps
 	$(Q)$(MAKE) --no-print-directory all-tests
 	$(Q)GW_BIN=$(BUILD)/homestead-gateway sh scripts/run-tests.sh $(BUILD)
+	$(Q)$(if $(SAN),,CC=clang FUZZ_SECONDS=$(TEST_FUZZ_SECONDS) sh scripts/fuzz.sh $(BUILD))
 
 all-tests: $(BINS) $(UNITS) $(ITS)
 
@@ -128,6 +132,31 @@ $(BUILD)/test/test_wsclient: $(BUILD)/test/obj/test_wsclient.o $(BUILD)/test/obj
 
 $(BUILD)/test/it_%: $(BUILD)/test/obj/it_%.o $(TLIB_OBJS) $(LIB)
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
+
+# libFuzzer harnesses (clang) for the protocol decoder and the config parser,
+# each run FUZZ_SECONDS on a temporary copy of its corpus under test/data/fuzz.
+fuzz:
+	$(Q)CC=clang FUZZ_SECONDS=$(FUZZ_SECONDS) sh scripts/fuzz.sh $(BUILD)
+
+install: all
+	$(Q)install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/systemd/system \
+	    $(DESTDIR)$(PREFIX)/share/homestead-gateway $(DESTDIR)$(PREFIX)/share/doc/homestead-gateway \
+	    $(DESTDIR)$(SYSCONFDIR)/homestead-gateway
+	$(Q)install -m 0755 $(BINS) $(DESTDIR)$(PREFIX)/bin/
+	$(Q)sed 's|/usr/local|$(PREFIX)|g; s|/etc/homestead-gateway|$(SYSCONFDIR)/homestead-gateway|g' \
+	    etc/homestead-gateway.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/homestead-gateway.service
+	$(Q)chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/homestead-gateway.service
+	$(Q)install -m 0644 etc/gateway.ini etc/gateway-production.ini etc/nginx.conf etc/Caddyfile \
+	    $(DESTDIR)$(PREFIX)/share/homestead-gateway/
+	$(Q)install -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/homestead-gateway/
+	$(Q)test -e $(DESTDIR)$(SYSCONFDIR)/homestead-gateway/gateway.ini || \
+	    install -m 0640 etc/gateway-production.ini $(DESTDIR)$(SYSCONFDIR)/homestead-gateway/gateway.ini
+	@echo "  INSTALL $(DESTDIR)$(PREFIX)/bin/homestead-gateway (see README.md, Operations)"
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,homestead-gateway homestead-client homestead-bench)
+	rm -f $(DESTDIR)$(PREFIX)/lib/systemd/system/homestead-gateway.service
+	rm -rf $(DESTDIR)$(PREFIX)/share/homestead-gateway $(DESTDIR)$(PREFIX)/share/doc/homestead-gateway
 
 clean:
 	rm -rf build

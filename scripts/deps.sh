@@ -7,8 +7,7 @@ set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/third_party/civetweb.mk.sh"
 
-pkgs="build-essential pkg-config dpkg-dev libjansson-dev libinih-dev libcmocka-dev libsqlite3-dev"
-[ "${DEPS_TOOLS:-0}" = 1 ] && pkgs="$pkgs clang valgrind"
+pkgs="build-essential pkg-config dpkg-dev clang libclang-rt-dev libjansson-dev libinih-dev libcmocka-dev libsqlite3-dev"
 
 as_root() {
 	if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
