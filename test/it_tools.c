@@ -16,6 +16,7 @@
 #include <libgen.h>
 #include <limits.h>
 #include <poll.h>
+#include <dirent.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -314,6 +315,41 @@ static void test_client_mod_bot_exchange(void **state)
 	assert_int_equal(proc_wait(bot, T), 0);
 }
 
+/* Waits until every thread of pid is stopped (SIGSTOP reaches a running
+ * thread on another core a little later than the call returns). */
+static void wait_stopped(pid_t pid)
+{
+	char path[64];
+	int64_t deadline = now_ms() + T;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	while (now_ms() < deadline) {
+		DIR *d = opendir(path);
+		struct dirent *e;
+		int running = 0;
+
+		if (!d)
+			return;
+		while ((e = readdir(d)) != NULL) {
+			char stat[400], buf[512], *p;
+			FILE *f;
+
+			if (e->d_name[0] == '.')
+				continue;
+			snprintf(stat, sizeof(stat), "%s/%s/stat", path, e->d_name);
+			if (!(f = fopen(stat, "r")))
+				continue;
+			if (fgets(buf, sizeof(buf), f) && (p = strrchr(buf, ')')) && p[2] != 'T' && p[2] != 't')
+				running = 1;
+			fclose(f);
+		}
+		closedir(d);
+		if (!running)
+			return;
+		sleep_ms(5);
+	}
+}
+
 static void test_client_resends_unacked_after_reconnect(void **state)
 {
 	struct proc *mod;
@@ -332,6 +368,7 @@ static void test_client_resends_unacked_after_reconnect(void **state)
 	/* The gateway freezes: the line goes out but no ack can come. Then it
 	 * dies (memory store: the message is gone) and comes back. */
 	kill(gw.pid, SIGSTOP);
+	wait_stopped(gw.pid);
 	proc_write(mod, "sent while frozen\n");
 	sleep_ms(300);
 	gw_stop(&gw, SIGKILL, 2000);
