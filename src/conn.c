@@ -158,7 +158,7 @@ static int pend_reserve(struct gw_conn *c, size_t need)
 		return 0;
 	if (pending_locked(c) + need > GW_OUT_MAX)
 		return -1;
-	cap = c->pend_cap ? c->pend_cap : 4096;
+	cap = c->pend_cap ? c->pend_cap : 1024;
 	while (cap < c->pend_len + need)
 		cap *= 2;
 	p = realloc(c->pend, cap);
@@ -458,7 +458,8 @@ struct gw_msg **conn_takeover(struct gw_conn *c, int code, const char *reason, s
 	return unsent;
 }
 
-int conn_check_write(struct gw_conn *c, int64_t now, int64_t write_timeout_ms)
+int conn_housekeep(struct gw_conn *c, int64_t now, int64_t write_timeout_ms,
+                   enum gw_conn_state *state)
 {
 	int aborted = 0;
 
@@ -473,6 +474,15 @@ int conn_check_write(struct gw_conn *c, int64_t now, int64_t write_timeout_ms)
 		if (aborted)
 			abort_locked(c);
 	}
+	/* an idle peer keeps no output buffers: thousands of quiet mods */
+	if (!aborted && !c->flushing && pending_locked(c) == 0 && (c->out || c->pend) &&
+	    now - c->write_progress_ms >= 2000) {
+		free(c->out);
+		free(c->pend);
+		c->out = c->pend = NULL;
+		c->out_len = c->out_sent = c->out_cap = c->pend_len = c->pend_cap = 0;
+	}
+	*state = c->state;
 	pthread_mutex_unlock(&c->lock);
 	if (aborted == 1)
 		log_event(GW_LOG_WARN, "write timeout, dropping peer", "remote", c->remote, NULL);

@@ -148,10 +148,12 @@ void conn_abort(struct gw_conn *c);
  * their count in *n (the array may be NULL when *n is 0). */
 struct gw_msg **conn_detach(struct gw_conn *c, size_t *n);
 
-/* Housekeeping for one conn, called by the tick: aborts it when its output
- * has made no progress for write_timeout_ms (returns 1) or its close grace
- * expired (returns 2); else returns 0. */
-int conn_check_write(struct gw_conn *c, int64_t now, int64_t write_timeout_ms);
+/* Housekeeping for one conn, called by the tick, under one lock: aborts it
+ * when its output made no progress for write_timeout_ms (returns 1) or its
+ * close grace expired (returns 2), else returns 0; frees its output buffers
+ * when it has been quiet for 2 s; tells its state. */
+int conn_housekeep(struct gw_conn *c, int64_t now, int64_t write_timeout_ms,
+                   enum gw_conn_state *state);
 
 /* 1 while output is waiting. */
 int conn_pending(struct gw_conn *c);

@@ -183,7 +183,11 @@ void proto_init(void)
 	json_set_alloc_funcs(arena_malloc, arena_free);
 }
 
-#define ARENA_SIZE 12288
+/* Bytes of stack a decode lends Jansson. A handshake needs little; every
+ * idle connection keeps the stack pages its decode touched, so keep it
+ * small there. */
+#define ARENA_HANDSHAKE 2048
+#define ARENA_MESSAGE 12288
 
 /* Parses untrusted bytes. On GW_OK *root is a new reference (an object or
  * an array); otherwise *root is NULL. */
@@ -292,7 +296,7 @@ static enum gw_reject decode_handshake(const char *data, size_t len,
 enum gw_reject proto_decode_handshake(const char *data, size_t len,
                                       struct gw_handshake *hs)
 {
-	_Alignas(16) char mem[ARENA_SIZE];
+	_Alignas(16) char mem[ARENA_HANDSHAKE];
 	struct arena a = { mem, 0, sizeof(mem) }, *outer = arena;
 	enum gw_reject why;
 
@@ -683,7 +687,7 @@ enum gw_reject proto_decode_message(const char *data, size_t len,
                                     int64_t now_ms, struct gw_msg **out,
                                     char *msg_id_json, size_t idlen)
 {
-	_Alignas(16) char mem[ARENA_SIZE];
+	_Alignas(16) char mem[ARENA_MESSAGE];
 	struct arena a = { mem, 0, sizeof(mem) }, *outer = arena;
 	enum gw_reject why;
 

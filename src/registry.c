@@ -715,16 +715,13 @@ void registry_tick(int64_t now)
 	for (struct gw_conn *c = reg.conns; c; c = c->next) {
 		enum gw_conn_state st;
 
-		switch (conn_check_write(c, now, (int64_t)cfg->write_timeout * 1000)) {
+		switch (conn_housekeep(c, now, (int64_t)cfg->write_timeout * 1000, &st)) {
 		case 1:
 			metrics_inc(GW_M_WRITE_TIMEOUTS);
 			continue;
 		case 2:
 			continue;
 		}
-		pthread_mutex_lock(&c->lock);
-		st = c->state;
-		pthread_mutex_unlock(&c->lock);
 		if (st == GW_CONN_OPEN && now - c->created_ms >= (int64_t)cfg->handshake_timeout * 1000) {
 			log_event(GW_LOG_INFO, "handshake timeout", "remote", c->remote, NULL);
 			n = proto_error("Handshake timeout.", 408, NULL, buf, sizeof(buf));

@@ -21,7 +21,7 @@
 #include "server.h"
 #include "store.h"
 
-#define TICK_MS 100
+#define TICK_MS 250   /* housekeeping period: timeouts are whole seconds */
 
 static struct {
 	struct mg_context *ctx;
@@ -514,7 +514,7 @@ int server_start(const struct gw_config *cfg, char *err, size_t errlen)
 	opts[i++] = "websocket_timeout_ms";     opts[i++] = "60000";
 	opts[i++] = "websocket_max_frame_size"; opts[i++] = frame;
 	opts[i++] = "enable_keep_alive";        opts[i++] = "no";
-	opts[i++] = "max_request_size";         opts[i++] = "8192";
+	opts[i++] = "max_request_size";         opts[i++] = "4096";
 	opts[i++] = "listen_backlog";           opts[i++] = "1024";
 	opts[i++] = "connection_queue";         opts[i++] = "256";
 	opts[i++] = NULL;

@@ -953,3 +953,23 @@ gw_rss_kb(struct gw_proc *p)
 	fclose(f);
 	return kb;
 }
+
+int
+gw_runtime(struct gw_proc *p)
+{
+	const char *vg = getenv("GW_VALGRIND");
+	char path[64], line[512];
+	FILE *f;
+	int kind = 0;
+
+	if (vg && vg[0] && strcmp(vg, "0") != 0)
+		return 'v';
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)p->pid);
+	f = fopen(path, "r");
+	if (!f)
+		return 0;
+	while (!kind && fgets(line, sizeof(line), f))
+		kind = strstr(line, "libasan") ? 'a' : strstr(line, "libtsan") ? 't' : 0;
+	fclose(f);
+	return kind;
+}

@@ -56,6 +56,10 @@ void gw_cleanup(struct gw_proc *p);
 /* 1 if the gateway's console output contains needle. */
 int gw_log_contains(struct gw_proc *p, const char *needle);
 
+/* What the running gateway runs under: 'v' valgrind, 'a' ASan, 't' TSan,
+ * 0 plain (then its RSS means something). */
+int gw_runtime(struct gw_proc *p);
+
 /* The running gateway's resident memory (VmRSS) in kB, or -1. */
 long gw_rss_kb(struct gw_proc *p);
 

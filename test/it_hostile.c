@@ -110,25 +110,10 @@ static void usage_read(struct usage *u)
 	closedir(d);
 }
 
-/* What the gateway runs under, from its mappings: 'v' valgrind, 'a' ASan,
- * 't' TSan, 0 plain. */
+/* What the gateway runs under (harness.h). */
 static int runtime_kind(void)
 {
-	const char *vg = getenv("GW_VALGRIND");
-	char path[64], line[512];
-	FILE *f;
-	int kind = 0;
-
-	if (vg && vg[0] && strcmp(vg, "0") != 0)
-		return 'v';
-	snprintf(path, sizeof(path), "/proc/%d/maps", (int)gw.pid);
-	f = fopen(path, "r");
-	if (!f)
-		return 0;
-	while (!kind && fgets(line, sizeof(line), f))
-		kind = strstr(line, "libasan") ? 'a' : strstr(line, "libtsan") ? 't' : 0;
-	fclose(f);
-	return kind;
+	return gw_runtime(&gw);
 }
 
 /* 0 under ASan, TSan or valgrind: their quarantines and shadow memory make

@@ -269,8 +269,10 @@ static void test_queue_budget_bounds_memory(void **state)
 	assert_true(queued > 1000);
 	assert_true(failed > 50000);
 	/* the budget is 1 MB of queued messages; the rest is channel and
-	 * bookkeeping overhead, nowhere near 100,000 channels' worth */
-	assert_true(rss1 - rss0 < 24 * 1024);
+	 * bookkeeping overhead, nowhere near 100,000 channels' worth (under a
+	 * sanitizer or valgrind the RSS is theirs, not ours) */
+	if (gw_runtime(&gw) == 0)
+		assert_true(rss1 - rss0 < 24 * 1024);
 	ws_free(b);
 	gw_stop(&gw, SIGTERM, 5000);
 	gw_cleanup(&gw);
