@@ -59,7 +59,9 @@ listening() {
 		/proc/net/tcp
 }
 
-# Starts the gateway on a free port: sets $pid and $port.
+# Starts the gateway on a free port with max_connections $1: sets $pid and
+# $port. (CivetWeb starts one worker per allowed connection, so each
+# scenario allows what it needs: idle exactly its mods, the others 256.)
 start_gw() {
 	tries=0
 	while [ $tries -lt 10 ]; do
@@ -72,7 +74,7 @@ start_gw() {
 listen = 127.0.0.1
 http_port = $port
 api_key = $HOMESTEAD_KEY
-max_connections = 12000
+max_connections = $1
 queue_max = 100000
 
 [store]
@@ -170,7 +172,9 @@ for sc in $only; do
 	r=0
 	while [ $r -lt "$runs" ]; do
 		r=$((r + 1))
-		start_gw || exit 1
+		maxc=256
+		[ "$sc" = idle ] && maxc=$idle_mods
+		start_gw "$maxc" || exit 1
 		echo "+ homestead-bench $sc $(args_of "$sc")"
 		# shellcheck disable=SC2046
 		line=$(timeout 180 "$bench" "$sc" --port "$port" --pid "$pid" $(args_of "$sc"))
