@@ -129,7 +129,9 @@ void conn_unref(struct gw_conn *c)
 
 int conn_attach(struct gw_conn *c, int fd)
 {
-	struct epoll_event ev = { .events = EPOLLOUT | EPOLLET, .data.ptr = c };
+	/* one-shot: the I/O thread hears of this socket only after a send
+	 * found it full (conn_flush re-arms it then), not after every ACK */
+	struct epoll_event ev = { .events = EPOLLOUT | EPOLLONESHOT, .data.ptr = c };
 	int rc = 0;
 
 	pthread_mutex_lock(&c->lock);
@@ -335,9 +337,14 @@ void conn_flush(struct gw_conn *c)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			struct epoll_event ev = { .events = EPOLLOUT | EPOLLONESHOT, .data.ptr = c };
+
 			if (c->again)
 				continue;   /* EPOLLOUT came while we were sending */
-			break;          /* EPOLLOUT (edge-triggered) resumes us */
+			/* the I/O thread resumes us when the socket has room */
+			if (loop.epfd >= 0 && c->fd >= 0)
+				epoll_ctl(loop.epfd, EPOLL_CTL_MOD, c->fd, &ev);
+			break;
 		}
 		/* The peer is gone: wake its reader, which tears it down. */
 		abort_locked(c);
