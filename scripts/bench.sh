@@ -1,6 +1,7 @@
 #!/bin/sh
 # Runs the standard homestead-bench set (the performance issue's six
-# scenarios) against a real gateway on a loopback port and prints a table.
+# scenarios, and queue: the durable store) against a real gateway on a
+# loopback port and prints a table.
 # Each scenario gets a fresh gateway, so its peak RSS (VmHWM) and CPU time
 # (utime+stime) are that scenario's alone.
 #
@@ -10,7 +11,8 @@
 #   BENCH_ONLY="flood rate"   run only these scenarios
 #   BENCH_CHURN_SECS=N    churn duration (default 60; quick: 2)
 #   BENCH_RUNS=N          run each scenario N times, show the median run (by
-#                         msg/s, p99, deliveries/s, bring-up time, cycles/s, MB/s)
+#                         msg/s, p99, deliveries/s, bring-up time, cycles/s, MB/s,
+#                         queued msg/s)
 #   BENCH_KEEP=1          keep the temp folder (config, gateway logs)
 # Columns: bench = homestead-bench's own CPU (% of one core) while measuring;
 # gw CPU = the gateway's CPU (% of one core) over the same span; gw CPU s and
@@ -20,7 +22,7 @@ build=${1:-build}
 gw=$build/homestead-gateway
 bench=$build/homestead-bench
 quick=${BENCH_QUICK:-0}
-only=${BENCH_ONLY:-"flood rate fanout idle churn big"}
+only=${BENCH_ONLY:-"flood rate fanout idle churn big queue"}
 
 for b in "$gw" "$bench"; do
 	[ -x "$b" ] || { echo "bench.sh: $b is missing: run make first" >&2; exit 2; }
@@ -62,7 +64,17 @@ listening() {
 # Starts the gateway on a free port with max_connections $1: sets $pid and
 # $port. (CivetWeb starts one worker per allowed connection, so each
 # scenario allows what it needs: idle exactly its mods, the others 256.)
+# With $2, queues go to the SQLite file $2 (a fresh one), up to 1 GB;
+# without, they stay in memory.
 start_gw() {
+	store="path ="
+	qbytes=64
+	if [ -n "$2" ]; then
+		rm -f "$2" "$2-wal" "$2-shm" "$2-journal"
+		store="path = $2
+sync = normal"
+		qbytes=1024
+	fi
 	tries=0
 	while [ $tries -lt 10 ]; do
 		tries=$((tries + 1))
@@ -76,9 +88,10 @@ http_port = $port
 api_key = $HOMESTEAD_KEY
 max_connections = $1
 queue_max = 100000
+queue_bytes_max = $qbytes
 
 [store]
-path =
+$store
 
 [log]
 level = warn
@@ -143,6 +156,7 @@ args_of() {
 		idle) echo "--mods $idle_mods --sample 1" ;;
 		churn) echo "--duration ${BENCH_CHURN_SECS:-2}" ;;
 		big) echo "--mods 4 --window 4 --size 1048576 --count 16" ;;
+		queue) echo "--mods 16 --channels 16 --window 32 --size 100 --count 2000" ;;
 		esac
 	else
 		case $1 in
@@ -152,6 +166,7 @@ args_of() {
 		idle) echo "--mods $idle_mods --sample 5" ;;
 		churn) echo "--duration ${BENCH_CHURN_SECS:-60}" ;;
 		big) echo "--mods 4 --window 4 --size 1048576 --duration 5" ;;
+		queue) echo "--mods 16 --channels 16 --window 32 --size 100 --count 50000" ;;
 		esac
 	fi
 }
@@ -173,8 +188,10 @@ for sc in $only; do
 	while [ $r -lt "$runs" ]; do
 		r=$((r + 1))
 		maxc=256
+		db=
 		[ "$sc" = idle ] && maxc=$idle_mods
-		start_gw "$maxc" || exit 1
+		[ "$sc" = queue ] && db=$dir/queue.db
+		start_gw "$maxc" "$db" || exit 1
 		echo "+ homestead-bench $sc $(args_of "$sc")"
 		# shellcheck disable=SC2046
 		line=$(timeout 180 "$bench" "$sc" --port "$port" --pid "$pid" $(args_of "$sc"))
@@ -194,6 +211,7 @@ for sc in $only; do
 		idle) key=$(val up_secs); fig="$(val up)/$(val mods) up in $(val up_secs) s, RSS $(val gw_rss_mb) MB, CPU $(val gw_cpu) idle" ;;
 		churn) key=$(val rate); fig="$(val rate)/s, $(val failed) failed, threads $(val gw_threads_start)->$(val gw_threads), RSS $(val gw_rss_start_mb)->$(val gw_rss_mb) MB" ;;
 		big) key=$(val mb_per_s); fig="$(val mb_per_s) MB/s" ;;
+		queue) key=$(val rate); fig="$(val rate) msg/s queued (sync=normal), drained at $(val drain_rate) msg/s" ;;
 		esac
 		ok=$(val delivered_ok)
 		[ -n "$ok" ] || ok=$(val all_up)

@@ -2,7 +2,7 @@
  * bench.c - homestead-bench: a load generator for the gateway that is not
  * itself the bottleneck.
  *
- *   homestead-bench flood|fanout|rate|idle|churn|big [options]
+ *   homestead-bench flood|fanout|rate|idle|churn|big|queue [options]
  *
  * DESIGN. One thread, one epoll set, non-blocking sockets; every peer (a
  * mod or the bot) is a struct peer with its own input and output buffers,
@@ -27,6 +27,13 @@
  * deliveries, --drain seconds at most). idle and churn count connections
  * instead of messages. With --pid the gateway's CPU time, RSS and threads
  * are read from /proc before and after.
+ *
+ * queue runs without the bot: every ack must be "queued" (the rate is that of
+ * the store), and its figures are taken over that phase. Its drain connects
+ * the bot, which must get everything exactly once; a delivery is out of order
+ * if it comes after a message of its sender acked after it, or after a
+ * message of its channel sent after it was acked (so accepted after it; acks
+ * of different mods may come in either order, so that is all that is known).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -59,8 +66,9 @@
 #define IN_SMALL         4096      /* input buffer of an idle/churn peer */
 #define IN_BIG           (256 * 1024)
 
-enum scenario { SC_FLOOD, SC_FANOUT, SC_RATE, SC_IDLE, SC_CHURN, SC_BIG };
-static const char *const scenario_names[] = { "flood", "fanout", "rate", "idle", "churn", "big" };
+enum scenario { SC_FLOOD, SC_FANOUT, SC_RATE, SC_IDLE, SC_CHURN, SC_BIG, SC_QUEUE };
+static const char *const scenario_names[] = { "flood", "fanout", "rate", "idle", "churn", "big",
+                                              "queue" };
 
 enum role { ROLE_MOD, ROLE_BOT };
 
@@ -83,6 +91,14 @@ struct rec {
 	uint16_t got;     /* deliveries to the bot */
 	uint8_t acked;    /* acks received */
 	uint8_t pad;
+	uint32_t before;  /* queue: acks of its channel received before it was sent */
+	uint32_t rank;    /* queue: its place in its channel's ack order */
+};
+
+/* queue: one channel's order. */
+struct qchan {
+	uint32_t acked;       /* "queued" acks received */
+	uint32_t max_before;  /* the largest rec.before delivered so far */
 };
 
 struct peer {
@@ -112,6 +128,7 @@ struct peer {
 	size_t rec_cap;
 	uint8_t *seen;          /* fanout mods: deliveries of each bot message */
 	size_t seen_cap;
+	uint32_t rx_rank;       /* queue: 1 + the largest rank delivered of this mod's */
 };
 
 struct opts {
@@ -142,12 +159,13 @@ static struct {
 	char **chans;
 	enum phase phase;
 	int64_t t_start, t_run, t_send_end, t_first_send, t_last_rx, t_drain_end, t_up;
+	int64_t t_last_ack, t_bot;   /* queue: the last ack; when the bot started to connect */
 	int64_t phase_deadline;
 	uint32_t rng;
 
-	/* counters */
+	/* counters (queue: acks_completed counts "queued" acks) */
 	uint64_t sent, acks, acks_completed, acks_other, dup_acks, delivered, dups, foreign,
-	         bad_content, errors, lost_peers;
+	         bad_content, errors, lost_peers, out_of_order;
 	uint64_t bytes_delivered;
 	int ready, failed, connecting, started;
 	uint64_t cycles_ok, no_echo;   /* churn: closed; of those, without a close frame */
@@ -161,6 +179,8 @@ static struct {
 
 	/* fanout: bot messages sent (each to be seen once by every mod) */
 	uint64_t fan_expected;
+
+	struct qchan *qch;       /* queue: one per channel */
 
 	/* resource use */
 	struct rusage ru0, ru1;
@@ -181,18 +201,20 @@ static const char usage[] =
 	"  idle    hold N handshaken mods; time to bring them up; gateway RSS/CPU (--pid)\n"
 	"  churn   connect + upgrade + handshake + close, as fast as it goes, for D s\n"
 	"  big     1 MB messages, 4 mods -> bot, 4 unacked each; MB/s\n"
+	"  queue   as flood but no bot: every ack \"queued\" (msg/s into the store); then one\n"
+	"          bot drains it all: exactly once, per channel in the order acked\n"
 	"\n"
 	"  --url URL          ws://host:port/sync (default ws://127.0.0.1:3333/sync)\n"
 	"  --host H --port P  instead of --url\n"
 	"  --key K            API key (default: $HOMESTEAD_KEY)\n"
-	"  --mods N           mods (flood 16, fanout 50, rate 16, idle 1000, big 4)\n"
-	"  --channels K       channels the mods spread over (flood/rate: = mods)\n"
-	"  --window W         unacked messages per sender (flood/fanout 32, big 4)\n"
+	"  --mods N           mods (flood/rate/queue 16, fanout 50, idle 1000, big 4)\n"
+	"  --channels K       channels the mods spread over (flood/rate/queue: = mods)\n"
+	"  --window W         unacked messages per sender (flood/fanout/queue 32, big 4)\n"
 	"  --size S           content bytes (100; big 1048576)\n"
 	"  --count N          messages in all (0: until --duration is over)\n"
 	"  --duration S       seconds of sending (5; churn 10)\n"
 	"  --rate R           rate: messages/s offered (14000)\n"
-	"  --drain S          seconds to wait for the last acks/deliveries (10)\n"
+	"  --drain S          seconds to wait for the last acks/deliveries (10; queue: per phase)\n"
 	"  --sample S         idle: seconds of gateway sampling once all are up (5)\n"
 	"  --concurrency C    connects in flight (256; churn 16)\n"
 	"  --pid PID          the gateway's pid, to report its CPU, RSS and threads\n"
@@ -238,12 +260,15 @@ static void on_delivery(struct peer *p, const char *id, size_t idlen, size_t con
                         int64_t now);
 static int id_parse(const char *id, size_t len, long *a, uint64_t *seq);
 static struct rec *rec_at(struct peer *p, uint64_t seq);
+static void queue_acked(struct peer *p, struct rec *r);
+static void queue_order(struct peer *from, const struct rec *r);
 static void send_message(struct peer *p, int64_t now);
 static void fill_window(struct peer *p, int64_t now);
 static void rate_tick(int64_t now);
 static void start_connects(int64_t now);
 static void check_timeouts(int64_t now);
 static int all_settled(void);
+static int setup_peers(void);
 static void start_run(int64_t now);
 static void tick(int64_t now);
 static int cmp_i64(const void *a, const void *b);
@@ -427,7 +452,8 @@ static int parse_args(int argc, char **argv)
 	TAKE(9, concurrency, int);
 	TAKE(10, pid, int);
 #undef TAKE
-	o->channels = set[1] ? (int)vals[1] : o->sc == SC_FLOOD || o->sc == SC_RATE ? o->mods : 1;
+	o->channels = set[1] ? (int)vals[1] :
+	              o->sc == SC_FLOOD || o->sc == SC_RATE || o->sc == SC_QUEUE ? o->mods : 1;
 	if (o->channels > o->mods)
 		o->channels = o->mods;
 
@@ -1028,10 +1054,15 @@ static void on_ack(struct peer *p, const char *id, size_t idlen, const char *sta
 		B.dup_acks++;
 	if (duplicate)
 		B.dup_acks++;
-	if (wsc_span_eq(status, slen, "completed"))
+	if (wsc_span_eq(status, slen, B.o.sc == SC_QUEUE ? "queued" : "completed")) {
 		B.acks_completed++;
-	else
+		if (B.o.sc == SC_QUEUE && r->acked == 1 && !duplicate)
+			queue_acked(p, r);
+	} else {
 		B.acks_other++;
+	}
+	if (B.o.sc == SC_QUEUE)
+		B.t_last_ack = now_ns();
 	if (p->unacked > 0)
 		p->unacked--;
 	fill_window(p, 0);
@@ -1098,9 +1129,32 @@ static void on_delivery(struct peer *p, const char *id, size_t idlen, size_t con
 			}
 			B.lat[B.nlat++] = now - r->sent_ns;
 		}
+		if (B.o.sc == SC_QUEUE)
+			queue_order(from, r);
 	} else {
 		B.dups++;
 	}
+}
+
+/* queue: r, p's message, is its channel's next "queued" ack. */
+static void queue_acked(struct peer *p, struct rec *r)
+{
+	r->rank = B.qch[p->idx % (uint32_t)B.o.channels].acked++;
+}
+
+/* queue: checks the first delivery r of a message from `from` (see the top). */
+static void queue_order(struct peer *from, const struct rec *r)
+{
+	struct qchan *c = &B.qch[from->idx % (uint32_t)B.o.channels];
+
+	if (!r->acked)
+		return;   /* counted as unacked */
+	if (r->rank < from->rx_rank || r->rank < c->max_before)
+		B.out_of_order++;
+	if (r->rank >= from->rx_rank)
+		from->rx_rank = r->rank + 1;
+	if (r->before > c->max_before)
+		c->max_before = r->before;
 }
 
 /* ---- traffic -------------------------------------------------------------- */
@@ -1142,6 +1196,8 @@ static void send_message(struct peer *p, int64_t now)
 	wsc_mask(o + h, plen, mask);
 	p->out_len += h + plen;
 	r->sent_ns = now ? now : now_ns();
+	if (B.o.sc == SC_QUEUE)
+		r->before = B.qch[p->idx % (uint32_t)B.o.channels].acked;
 	if (!B.t_first_send)
 		B.t_first_send = r->sent_ns;
 	p->sent++;
@@ -1186,12 +1242,12 @@ static void start_connects(int64_t now)
 {
 	int i;
 
-	if (B.bot && B.bot->state != P_READY) {   /* the bot first */
+	if (B.bot && B.o.sc != SC_QUEUE && B.bot->state != P_READY) {   /* the bot first */
 		if (B.bot->state == P_FREE)
 			peer_connect(B.bot);
 		return;
 	}
-	for (i = 0; i < B.npeers && B.connecting < B.o.concurrency; i++) {
+	for (i = 0; i < setup_peers() && B.connecting < B.o.concurrency; i++) {
 		struct peer *p = B.peers[i];
 
 		if (B.o.sc == SC_CHURN) {
@@ -1236,6 +1292,12 @@ static int all_settled(void)
 	return B.acks >= B.sent && B.delivered >= want;
 }
 
+/* Peers brought up before the run (queue: the mods; its bot comes later). */
+static int setup_peers(void)
+{
+	return B.o.sc == SC_QUEUE ? B.o.mods : B.npeers;
+}
+
 static void start_run(int64_t now)
 {
 	int i;
@@ -1270,7 +1332,7 @@ static void tick(int64_t now)
 			B.phase = PH_DONE;
 			break;
 		}
-		if (B.ready + B.failed < B.npeers) {
+		if (B.ready + B.failed < setup_peers()) {
 			if (now > B.phase_deadline) {
 				error_once("set-up took over %.0f s", (double)(B.phase_deadline - B.t_start) / 1e9);
 				B.phase = PH_DONE;
@@ -1326,8 +1388,25 @@ static void tick(int64_t now)
 			}
 			break;
 		}
-		if (all_settled() || now >= B.t_drain_end || B.lost_peers) {
+		if (B.o.sc == SC_QUEUE && B.bot->state == P_FREE) {
+			/* every ack in: the figures are the queuing's; now the bot drains */
+			if (B.acks < B.sent && now < B.t_drain_end && !B.lost_peers)
+				break;
 			usage_end();
+			if (B.lost_peers) {
+				B.phase = PH_DONE;
+				break;
+			}
+			note("%llu acks; the bot drains", (unsigned long long)B.acks);
+			B.t_bot = now;
+			B.t_drain_end = now + (int64_t)(B.o.drain * 1e9);
+			peer_connect(B.bot);
+			break;
+		}
+		if (all_settled() || now >= B.t_drain_end || B.lost_peers ||
+		    (B.bot && B.bot->state == P_FAILED)) {
+			if (B.o.sc != SC_QUEUE)
+				usage_end();
 			B.phase = PH_DONE;
 		}
 		break;
@@ -1411,15 +1490,17 @@ static void verify(uint64_t *missing, uint64_t *unacked)
 
 static int report_traffic(void)
 {
-	uint64_t missing, unacked, msgs = B.sent;
-	double secs;
+	uint64_t missing, unacked, msgs = B.sent, rated = B.delivered;
+	double secs, dsecs;
 	char use[256], extra[256] = "";
+	const char *ack = B.o.sc == SC_QUEUE ? "queued" : "completed";
 	int ok;
 
 	verify(&missing, &unacked);
 	secs = B.t_last_rx > B.t_first_send ? (double)(B.t_last_rx - B.t_first_send) / 1e9 : 0;
 	ok = !B.first_error[0] && missing == 0 && B.dups == 0 && unacked == 0 && B.acks_other == 0 &&
-	     B.dup_acks == 0 && B.bad_content == 0 && B.sent > 0 && !B.lost_peers;
+	     B.dup_acks == 0 && B.bad_content == 0 && B.sent > 0 && !B.lost_peers &&
+	     B.out_of_order == 0;
 	usage_fields(use, sizeof(use));
 	if (B.o.sc == SC_RATE) {
 		qsort(B.lat, B.nlat, sizeof(*B.lat), cmp_i64);
@@ -1430,17 +1511,26 @@ static int report_traffic(void)
 	} else if (B.o.sc == SC_BIG) {
 		snprintf(extra, sizeof(extra), " mb_per_s=%.1f",
 		         secs > 0 ? (double)B.bytes_delivered / 1048576.0 / secs : 0);
+	} else if (B.o.sc == SC_QUEUE) {   /* rate: first send to last ack; drain: bot on */
+		secs = B.t_last_ack > B.t_first_send ? (double)(B.t_last_ack - B.t_first_send) / 1e9 : 0;
+		dsecs = B.t_bot && B.t_last_rx > B.t_bot ? (double)(B.t_last_rx - B.t_bot) / 1e9 : 0;
+		rated = B.acks_completed;
+		snprintf(extra, sizeof(extra), " drained=%llu drain_secs=%.3f drain_rate=%.0f",
+		         (unsigned long long)B.delivered, dsecs,
+		         dsecs > 0 ? (double)B.delivered / dsecs : 0);
 	}
 	printf("scenario=%s mods=%d channels=%d window=%d size=%zu msgs=%llu",
 	       scenario_names[B.o.sc], B.o.mods, B.o.channels, B.o.sc == SC_RATE ? 0 : B.o.window,
 	       B.o.size, (unsigned long long)msgs);
 	if (B.o.sc == SC_FANOUT)
 		printf(" deliveries=%llu", (unsigned long long)B.delivered);
-	printf(" secs=%.3f rate=%.0f%s delivered_ok=%s dup=%llu missing=%llu acks_completed=%s "
-	       "not_completed=%llu unacked=%llu%s%s%s\n",
-	       secs, secs > 0 ? (double)B.delivered / secs : 0, extra, ok ? "yes" : "no",
-	       (unsigned long long)B.dups, (unsigned long long)missing,
-	       B.acks_other == 0 && unacked == 0 && B.dup_acks == 0 ? "yes" : "no",
+	printf(" secs=%.3f rate=%.0f%s delivered_ok=%s dup=%llu missing=%llu",
+	       secs, secs > 0 ? (double)rated / secs : 0, extra, ok ? "yes" : "no",
+	       (unsigned long long)B.dups, (unsigned long long)missing);
+	if (B.o.sc == SC_QUEUE)
+		printf(" out_of_order=%llu", (unsigned long long)B.out_of_order);
+	printf(" acks_%s=%s not_%s=%llu unacked=%llu%s%s%s\n", ack,
+	       B.acks_other == 0 && unacked == 0 && B.dup_acks == 0 ? "yes" : "no", ack,
 	       (unsigned long long)B.acks_other, (unsigned long long)unacked, use,
 	       B.first_error[0] ? " error=" : "", B.first_error[0] ? "see-stderr" : "");
 	if (B.foreign)   /* frames for ids we never sent: another bench, old queues */
@@ -1503,6 +1593,8 @@ static int setup(void)
 	B.chans = calloc((size_t)B.o.channels, sizeof(*B.chans));
 	B.peers = calloc((size_t)n + 1, sizeof(*B.peers));
 	B.content = malloc(B.o.size);
+	if (B.o.sc == SC_QUEUE && !(B.qch = calloc((size_t)B.o.channels, sizeof(*B.qch))))
+		return -1;
 	if (!B.chans || !B.peers || !B.content)
 		return -1;
 	for (i = 0; i < (int)B.o.size; i++)
@@ -1631,9 +1723,9 @@ int main(int argc, char **argv)
 		rc = EXIT_CONNECT;
 	} else if (B.o.sc == SC_IDLE || B.o.sc == SC_CHURN) {
 		rc = report_conns();
-	} else if (B.ready + B.failed < B.npeers || (B.failed && B.t_run == 0)) {
+	} else if (B.ready + B.failed < setup_peers() || (B.failed && B.t_run == 0)) {
 		fprintf(stderr, "homestead-bench: set-up failed: %d of %d peers up\n", B.ready,
-		        B.npeers);
+		        setup_peers());
 		rc = EXIT_CONNECT;
 	} else {
 		rc = report_traffic();
@@ -1647,6 +1739,7 @@ int main(int argc, char **argv)
 	free(B.peers);
 	free(B.content);
 	free(B.lat);
+	free(B.qch);
 	if (B.addr)
 		freeaddrinfo(B.addr);
 	return rc;
