@@ -599,8 +599,7 @@ static void test_write_failure_reported_once(void **state)
 	int reports = 0;
 
 	(void)state;
-	if (access("/dev/full", W_OK) != 0)
-		skip();
+	assert_int_equal(access("/dev/full", W_OK), 0);   /* every Linux has it */
 	set_time(2026, 1, 2, 3, 4, 5, 6);
 	assert_int_equal(symlink("/dev/full", day_file(2026, 1, 2)), 0);
 	console_begin();
