@@ -31,7 +31,7 @@ static void test_fifo_and_overwrite(void **state)
 {
 	struct gw_ring r = { 0 };
 	struct gw_msg *old;
-	char id[8];
+	char id[16];
 	int err;
 
 	(void)state;
