@@ -397,13 +397,6 @@ void conn_close(struct gw_conn *c, int code, const char *reason, int grace_ms)
 		conn_flush(c);
 }
 
-void conn_abort(struct gw_conn *c)
-{
-	pthread_mutex_lock(&c->lock);
-	abort_locked(c);
-	pthread_mutex_unlock(&c->lock);
-}
-
 /* Moves out the messages whose frames did not leave completely: they were
  * not taken. Call with no flusher at work. (L) */
 static struct gw_msg **take_unsent(struct gw_conn *c, size_t *n)
@@ -494,16 +487,6 @@ int conn_housekeep(struct gw_conn *c, int64_t now, int64_t write_timeout_ms,
 	if (aborted == 1)
 		log_event(GW_LOG_WARN, "write timeout, dropping peer", "remote", c->remote, NULL);
 	return aborted;
-}
-
-int conn_pending(struct gw_conn *c)
-{
-	int p;
-
-	pthread_mutex_lock(&c->lock);
-	p = pending_locked(c) > 0;
-	pthread_mutex_unlock(&c->lock);
-	return p;
 }
 
 static void free_graveyard(void)

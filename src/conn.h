@@ -139,9 +139,6 @@ int conn_send(struct gw_conn *c, int opcode, const void *data, size_t len);
  * from any thread; a no-op if already closing. code 0 = no close frame. */
 void conn_close(struct gw_conn *c, int code, const char *reason, int grace_ms);
 
-/* Ends the connection now: shuts the socket down so its reader wakes up. */
-void conn_abort(struct gw_conn *c);
-
 /* Called once by the websocket close handler: the socket is no longer
  * ours. Returns the routed messages the peer had not fully taken, oldest
  * first, as a malloc'd array the caller owns (with their references), and
@@ -155,8 +152,6 @@ struct gw_msg **conn_detach(struct gw_conn *c, size_t *n);
 int conn_housekeep(struct gw_conn *c, int64_t now, int64_t write_timeout_ms,
                    enum gw_conn_state *state);
 
-/* 1 while output is waiting. */
-int conn_pending(struct gw_conn *c);
 
 /* The I/O thread: waits for writable sockets, frees released conns, and
  * calls tick(now) every tick_ms. */
