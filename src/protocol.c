@@ -664,6 +664,7 @@ static struct gw_msg *msg_new(const struct msg_in *in, const struct gw_handshake
 	memset(m, 0, sizeof(*m));
 	m->refs = 1;
 	m->from = hs->role;
+	m->received_ms = now_ms;
 	p = d.p + sizeof(*m);
 	m->msg_id = p;
 	memcpy(p, json_string_value(in->msg_id), id_len + 1);
@@ -726,8 +727,6 @@ static enum gw_reject decode_message(const char *data, size_t len,
 		msg_id_echo(in.msg_id, msg_id_json, idlen);
 		goto out;
 	}
-	(*out)->from = hs->role;
-	(*out)->received_ms = now_ms;
 	why = GW_OK;
 out:
 	json_decref(root);

@@ -68,8 +68,6 @@ static const char harness_defaults[] =
 static pid_t harness_children[HARNESS_CHILDREN_MAX];
 static int harness_atexit_set;
 
-static int64_t now_ms(void);
-static void sleep_ms(int ms);
 static int valgrind_on(void);
 static void children_kill_all(void);
 static void child_track(pid_t pid);
@@ -99,7 +97,7 @@ static void json_quote(char *out, size_t cap, const char *s);
 
 /* ---- small helpers -------------------------------------------------- */
 
-static int64_t
+int64_t
 now_ms(void)
 {
 	struct timespec ts;
@@ -108,7 +106,7 @@ now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void
+void
 sleep_ms(int ms)
 {
 	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
@@ -886,8 +884,7 @@ json_quote(char *out, size_t cap, const char *s)
 static struct ws *
 gw_join(struct gw_proc *p, const char *handshake)
 {
-	/* slower under valgrind and the sanitizers, not stuck */
-	int rt = gw_runtime(p), ms = 2000 * (rt == 'v' ? 6 : rt == 't' ? 3 : rt == 'a' ? 2 : 1);
+	int ms = 2000 * gw_slack(p);
 	struct ws *w;
 	char *ack;
 	int code;
@@ -974,4 +971,15 @@ gw_runtime(struct gw_proc *p)
 		kind = strstr(line, "libasan") ? 'a' : strstr(line, "libtsan") ? 't' : 0;
 	fclose(f);
 	return kind;
+}
+
+int
+gw_slack(struct gw_proc *p)
+{
+	switch (gw_runtime(p)) {
+	case 'a': return 2;
+	case 't': return 3;
+	case 'v': return 6;
+	default: return 1;
+	}
 }

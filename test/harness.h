@@ -5,6 +5,7 @@
 #ifndef GW_TEST_HARNESS_H
 #define GW_TEST_HARNESS_H
 
+#include <stdint.h>
 #include <sys/types.h>
 
 struct gw_proc {
@@ -59,6 +60,14 @@ int gw_log_contains(struct gw_proc *p, const char *needle);
 /* What the running gateway runs under: 'v' valgrind, 'a' ASan, 't' TSan,
  * 0 plain (then its RSS means something). */
 int gw_runtime(struct gw_proc *p);
+
+/* How many times longer timing bounds should be for the running gateway:
+ * 1 plain, 2 ASan, 3 TSan, 6 valgrind (slower there, not stuck). */
+int gw_slack(struct gw_proc *p);
+
+/* Monotonic clock in ms, and a sleep that resumes after signals. */
+int64_t now_ms(void);
+void sleep_ms(int ms);
 
 /* The running gateway's resident memory (VmRSS) in kB, or -1. */
 long gw_rss_kb(struct gw_proc *p);

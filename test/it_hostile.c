@@ -66,21 +66,7 @@ static int slack = 1;            /* x margins: 2 ASan, 3 TSan, 6 valgrind */
 
 /* --- small tools ---------------------------------------------------------- */
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
 
 /* VmRSS and Threads from /proc/PID/status, entries of /proc/PID/fd. */
 static void usage_read(struct usage *u)
@@ -403,11 +389,7 @@ static int group_up(void **state)
 	(void)state;
 	if (gw_start(&gw, config) != 0)
 		return -1;
-	switch (runtime_kind()) {
-	case 'a': slack = 2; break;
-	case 't': slack = 3; break;
-	case 'v': slack = 6; break;
-	}
+	slack = gw_slack(&gw);
 	/* Warm up what normal traffic allocates once, then take the baseline
 	 * every later reading is compared with. */
 	assert_routes();

@@ -44,21 +44,7 @@ static struct gw_proc gw;
 static struct proc procs[PROCS_MAX];
 static char tool_dir[PATH_MAX];
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
 
 static const char *tool(const char *name)
 {
