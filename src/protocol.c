@@ -5,6 +5,10 @@
  * DESIGN
  * - Pure functions over caller memory, no globals, no locks, no I/O: every
  *   function may be called from any thread at any time.
+ * - Messages take a fast path first (see "the fast path" below): one
+ *   strict pass over the bytes, no tree. What it does not take goes the
+ *   general way, described next, which is also the reference the fast path
+ *   must match byte for byte (proto_decode_message_ref; tests and fuzzer).
  * - Untrusted bytes go through two gates before any field is looked at:
  *   a linear scan that bounds nesting (json_too_deep, so the parser's
  *   recursion stays shallow whatever the peer sends), then Jansson with
@@ -30,17 +34,12 @@
  * - Send-time fields (forwarded_at, dropped) are appended with memcpy by
  *   proto_msg_frame, so a delivery never touches the JSON library.
  */
-#if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
-#define _POSIX_C_SOURCE 200809L   /* gmtime_r */
-#endif
-
 #include "protocol.h"
 
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* Bounded writer for the small replies: remembers overflow instead of
  * checking every call site. */
@@ -61,16 +60,26 @@ struct dump_buf {
 	size_t cap;
 };
 
-/* The validated parts of an inbound message; json_t values are borrowed
- * from the parsed root. */
+/* A string member's value: decoded bytes (json = 0; from Jansson, or raw
+ * text without escapes), or the raw text between the quotes with its
+ * escapes still in (json = 1; the fast path, validated). Decoded, it never
+ * holds a NUL. p is NULL for an absent optional member. */
+struct text {
+	const char *p;
+	size_t n;
+	int json;
+};
+
+/* The validated parts of an inbound message; they point into the parsed
+ * root (Jansson) or into the frame itself (fast path). */
 struct msg_in {
-	json_t *msg_id;
-	json_t *author_id;
-	json_t *author_name;   /* NULL if absent */
-	json_t *content;
-	json_t *meta;          /* NULL if absent */
-	json_t *ts;            /* NULL if absent */
-	const char *channel_id;
+	struct text msg_id;      /* decoded */
+	struct text channel_id;  /* decoded */
+	struct text author_id;
+	struct text author_name;
+	struct text content;
+	struct text ts;          /* decoded */
+	json_t *meta;            /* NULL if absent */
 	const char *sender;
 };
 
@@ -377,17 +386,26 @@ static int hs_usable(const struct gw_handshake *hs)
 	}
 }
 
+/* v's decoded text (v is a string). */
+static struct text text_of(const json_t *v)
+{
+	struct text t = { json_string_value(v), json_string_length(v), 0 };
+
+	return t;
+}
+
 /* Fills *in from root if it is a valid message for hs (hs_usable).
  * Returns 0 or -1. */
 static int msg_check(json_t *root, const struct gw_handshake *hs,
                      struct msg_in *in)
 {
-	json_t *id, *dest, *author;
+	json_t *msg_id, *id, *dest, *author, *v;
 
 	memset(in, 0, sizeof(*in));
-	in->msg_id = json_object_get(root, "msg_id");
-	if (!json_is_id(in->msg_id))
+	msg_id = json_object_get(root, "msg_id");
+	if (!json_is_id(msg_id))
 		return -1;
+	in->msg_id = text_of(msg_id);
 
 	id = json_object_get(root, "id");
 	if (!json_is_id(id))
@@ -404,12 +422,13 @@ static int msg_check(json_t *root, const struct gw_handshake *hs,
 		    strcmp(json_string_value(json_object_get(dest, "channel_id")),
 		           hs->channel_id) != 0)
 			return -1;
-		in->channel_id = hs->channel_id;
+		in->channel_id.p = hs->channel_id;
+		in->channel_id.n = strlen(hs->channel_id);
 		in->sender = hs->server_id;
 		break;
 	case GW_ROLE_BOT:
 		/* `destination`, if a bot sends one, is not used: id routes. */
-		in->channel_id = json_string_value(id);
+		in->channel_id = text_of(id);
 		in->sender = hs->bot_id;
 		break;
 	default:
@@ -419,24 +438,30 @@ static int msg_check(json_t *root, const struct gw_handshake *hs,
 	author = json_object_get(root, "author");
 	if (!json_is_object(author))
 		return -1;
-	in->author_id = json_object_get(author, "id");
-	if (!json_is_text(in->author_id))
+	v = json_object_get(author, "id");
+	if (!json_is_text(v))
 		return -1;
-	in->author_name = json_optional(author, "name");
-	if (in->author_name != NULL && !json_is_text(in->author_name))
+	in->author_id = text_of(v);
+	v = json_optional(author, "name");
+	if (v != NULL && !json_is_text(v))
 		return -1;
+	if (v != NULL)
+		in->author_name = text_of(v);
 
-	in->content = json_object_get(root, "content");
-	if (!json_is_text(in->content))
+	v = json_object_get(root, "content");
+	if (!json_is_text(v))
 		return -1;
+	in->content = text_of(v);
 
 	in->meta = json_optional(root, "meta");
 	if (in->meta != NULL && !json_is_object(in->meta))
 		return -1;
-	in->ts = json_optional(root, "ts");
-	if (in->ts != NULL &&
-	    (!json_is_string(in->ts) || !proto_valid_rfc3339(json_string_value(in->ts))))
+	v = json_optional(root, "ts");
+	if (v != NULL &&
+	    (!json_is_string(v) || !proto_valid_rfc3339(json_string_value(v))))
 		return -1;
+	if (v != NULL)
+		in->ts = text_of(v);
 	return 0;
 }
 
@@ -548,12 +573,37 @@ static int dump_put(struct dump_buf *d, const char *s, size_t n)
 
 #define DUMP_LIT(d, lit) dump_put((d), (lit), sizeof(lit) - 1)
 
-/* Appends a JSON string literal of s (valid UTF-8 without NUL, as Jansson
- * decoded it), escaped exactly as Jansson's compact output would be. */
-static int dump_str(struct dump_buf *d, const char *s)
+/* Appends the canonical escape of one byte that needs one: '"', '\\' or a
+ * control byte - the way Jansson's compact output writes it. */
+static char *put_escape(char *w, unsigned char c)
 {
 	static const char hex[] = "0123456789abcdef";
-	size_t n = strlen(s), i, run = 0;
+
+	*w++ = '\\';
+	switch (c) {
+	case '"':  *w++ = '"'; break;
+	case '\\': *w++ = '\\'; break;
+	case '\b': *w++ = 'b'; break;
+	case '\f': *w++ = 'f'; break;
+	case '\n': *w++ = 'n'; break;
+	case '\r': *w++ = 'r'; break;
+	case '\t': *w++ = 't'; break;
+	default:
+		*w++ = 'u';
+		*w++ = '0';
+		*w++ = '0';
+		*w++ = hex[c >> 4];
+		*w++ = hex[c & 0xF];
+		break;
+	}
+	return w;
+}
+
+/* Appends a JSON string literal of the n bytes at s (valid UTF-8 without
+ * NUL, as decoded), escaped exactly as Jansson's compact output would be. */
+static int dump_str(struct dump_buf *d, const char *s, size_t n)
+{
+	size_t i, run = 0;
 	char *w;
 
 	/* reserve the worst case once, then write in place */
@@ -571,29 +621,68 @@ static int dump_str(struct dump_buf *d, const char *s)
 		memcpy(w, s + i - run, run);
 		w += run;
 		run = 0;
-		*w++ = '\\';
-		switch (c) {
-		case '"':  *w++ = '"'; break;
-		case '\\': *w++ = '\\'; break;
-		case '\b': *w++ = 'b'; break;
-		case '\f': *w++ = 'f'; break;
-		case '\n': *w++ = 'n'; break;
-		case '\r': *w++ = 'r'; break;
-		case '\t': *w++ = 't'; break;
-		default:
-			*w++ = 'u';
-			*w++ = '0';
-			*w++ = '0';
-			*w++ = hex[c >> 4];
-			*w++ = hex[c & 0xF];
-			break;
-		}
+		w = put_escape(w, c);
 	}
 	memcpy(w, s + n - run, run);
 	w += run;
 	*w++ = '"';
 	d->len = (size_t)(w - d->p);
 	return 0;
+}
+
+static unsigned hex4(const char *s);
+static char *put_utf8(char *w, unsigned cp);
+
+/* Appends raw JSON string text (between the quotes, validated by
+ * scan_string) in the same canonical form as dump_str of its decoded
+ * value: each escape is resolved, then re-escaped only if it must be. The
+ * result is never longer than the input. */
+static int dump_json_text(struct dump_buf *d, const char *s, size_t n)
+{
+	const char *end = s + n, *bs;
+	unsigned cp, lo;
+	char *w;
+
+	if (n > SIZE_MAX - 2 || dump_reserve(d, n + 2) < 0)
+		return -1;
+	w = d->p + d->len;
+	*w++ = '"';
+	while ((bs = memchr(s, '\\', (size_t)(end - s))) != NULL) {
+		memcpy(w, s, (size_t)(bs - s));
+		w += bs - s;
+		s = bs + 2;
+		switch (bs[1]) {
+		case 'u':
+			cp = hex4(s);
+			s += 4;
+			if (cp >= 0xD800 && cp <= 0xDBFF) {   /* validated: a low one follows */
+				lo = hex4(s + 2);
+				s += 6;
+				cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+			}
+			break;
+		case 'b': cp = '\b'; break;
+		case 'f': cp = '\f'; break;
+		case 'n': cp = '\n'; break;
+		case 'r': cp = '\r'; break;
+		case 't': cp = '\t'; break;
+		default:  cp = (unsigned char)bs[1]; break;   /* " \ / */
+		}
+		if (cp < 0x20 || cp == '"' || cp == '\\')
+			w = put_escape(w, (unsigned char)cp);
+		else
+			w = put_utf8(w, cp);
+	}
+	memcpy(w, s, (size_t)(end - s));
+	w += end - s;
+	*w++ = '"';
+	d->len = (size_t)(w - d->p);
+	return 0;
+}
+
+static int dump_text(struct dump_buf *d, const struct text *t)
+{
+	return t->json ? dump_json_text(d, t->p, t->n) : dump_str(d, t->p, t->n);
 }
 
 /* One allocation laid out as
@@ -604,8 +693,8 @@ static int dump_str(struct dump_buf *d, const char *s)
 static struct gw_msg *msg_new(const struct msg_in *in, const struct gw_handshake *hs,
                               int64_t now_ms, size_t hint)
 {
-	size_t id_len = json_string_length(in->msg_id);
-	size_t ch_len = strlen(in->channel_id);
+	size_t id_len = in->msg_id.n;
+	size_t ch_len = in->channel_id.n;
 	size_t snd_len = strlen(in->sender);
 	size_t head = sizeof(struct gw_msg) + id_len + 1 + ch_len + 1 + snd_len + 1;
 	struct dump_buf d;
@@ -621,29 +710,29 @@ static struct gw_msg *msg_new(const struct msg_in *in, const struct gw_handshake
 	proto_format_time(now_ms, received);
 	rc |= hs->role == GW_ROLE_MOD ? DUMP_LIT(&d, "{\"type\":\"mod\",\"channel_id\":")
 	                              : DUMP_LIT(&d, "{\"type\":\"bot\",\"channel_id\":");
-	rc |= dump_str(&d, in->channel_id);
+	rc |= dump_text(&d, &in->channel_id);
 	rc |= DUMP_LIT(&d, ",\"msg_id\":");
-	rc |= dump_str(&d, json_string_value(in->msg_id));
+	rc |= dump_text(&d, &in->msg_id);
 	if (hs->role == GW_ROLE_MOD) {
 		rc |= DUMP_LIT(&d, ",\"server_id\":");
-		rc |= dump_str(&d, hs->server_id);
+		rc |= dump_str(&d, hs->server_id, strlen(hs->server_id));
 	}
 	rc |= DUMP_LIT(&d, ",\"author\":{\"id\":");
-	rc |= dump_str(&d, json_string_value(in->author_id));
-	if (in->author_name != NULL) {
+	rc |= dump_text(&d, &in->author_id);
+	if (in->author_name.p != NULL) {
 		rc |= DUMP_LIT(&d, ",\"name\":");
-		rc |= dump_str(&d, json_string_value(in->author_name));
+		rc |= dump_text(&d, &in->author_name);
 	}
 	rc |= DUMP_LIT(&d, "},\"content\":");
-	rc |= dump_str(&d, json_string_value(in->content));
+	rc |= dump_text(&d, &in->content);
 	if (in->meta != NULL) {
 		rc |= DUMP_LIT(&d, ",\"meta\":");
 		rc |= json_dump_callback(in->meta, dump_append, &d,
 		                         JSON_COMPACT | JSON_REAL_PRECISION(real_precision(in->meta)));
 	}
 	rc |= DUMP_LIT(&d, ",\"ts\":");
-	if (in->ts != NULL) {
-		rc |= dump_str(&d, json_string_value(in->ts));
+	if (in->ts.p != NULL) {
+		rc |= dump_text(&d, &in->ts);
 	} else {
 		rc |= DUMP_LIT(&d, "\"");
 		rc |= dump_put(&d, received, 24);
@@ -667,10 +756,12 @@ static struct gw_msg *msg_new(const struct msg_in *in, const struct gw_handshake
 	m->received_ms = now_ms;
 	p = d.p + sizeof(*m);
 	m->msg_id = p;
-	memcpy(p, json_string_value(in->msg_id), id_len + 1);
+	memcpy(p, in->msg_id.p, id_len);
+	p[id_len] = '\0';
 	p += id_len + 1;
 	m->channel_id = p;
-	memcpy(p, in->channel_id, ch_len + 1);
+	memcpy(p, in->channel_id.p, ch_len);
+	p[ch_len] = '\0';
 	p += ch_len + 1;
 	m->sender = p;
 	memcpy(p, in->sender, snd_len + 1);
@@ -679,28 +770,365 @@ static struct gw_msg *msg_new(const struct msg_in *in, const struct gw_handshake
 	return m;
 }
 
+/* ---- the fast path ------------------------------------------------------- */
+
+/*
+ * Nearly every message is one flat object of the expected members, with
+ * string values and at most a `meta` object. For those, one pass over the
+ * bytes finds each member and validates it exactly as Jansson would (the
+ * same UTF-8, escape and surrogate rules), and the outbound object is
+ * written from the spans: no tree, no copies, no allocation but the
+ * message. Jansson still parses `meta` (its values are re-encoded), but
+ * only that span.
+ *
+ * The fast path never rejects: anything it does not take - an unknown or
+ * repeated member, a number, an escaped id, a wrong type, a syntax error -
+ * makes it give up, and the message goes through Jansson, which stays the
+ * reference for what is accepted and what a refusal says. The fuzzer holds
+ * the two to the same output on every input the fast path takes.
+ */
+
+/* The value of 4 hex digits at s (any case), or 0x10000 if one is not. */
+static unsigned hex4(const char *s)
+{
+	unsigned v = 0;
+	int i;
+
+	for (i = 0; i < 4; i++) {
+		char c = s[i];
+
+		v <<= 4;
+		if (c >= '0' && c <= '9')
+			v |= (unsigned)(c - '0');
+		else if (c >= 'a' && c <= 'f')
+			v |= (unsigned)(c - 'a' + 10);
+		else if (c >= 'A' && c <= 'F')
+			v |= (unsigned)(c - 'A' + 10);
+		else
+			return 0x10000;
+	}
+	return v;
+}
+
+/* Writes code point cp (not a surrogate, <= U+10FFFF) as UTF-8. */
+static char *put_utf8(char *w, unsigned cp)
+{
+	if (cp < 0x80) {
+		*w++ = (char)cp;
+	} else if (cp < 0x800) {
+		*w++ = (char)(0xC0 | (cp >> 6));
+		*w++ = (char)(0x80 | (cp & 0x3F));
+	} else if (cp < 0x10000) {
+		*w++ = (char)(0xE0 | (cp >> 12));
+		*w++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+		*w++ = (char)(0x80 | (cp & 0x3F));
+	} else {
+		*w++ = (char)(0xF0 | (cp >> 18));
+		*w++ = (char)(0x80 | ((cp >> 12) & 0x3F));
+		*w++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+		*w++ = (char)(0x80 | (cp & 0x3F));
+	}
+	return w;
+}
+
+static const char *skip_ws(const char *p, const char *end)
+{
+	while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+		p++;
+	return p;
+}
+
+/* p is at a '"'. Validates one JSON string as Jansson's lexer does: no raw
+ * control bytes, valid UTF-8, known escapes, \u escapes that are not NUL
+ * and whose surrogates pair up. Fills *t with the text between the quotes
+ * (json = 1 if it has escapes) and returns the byte after the closing
+ * quote, or NULL. */
+static const char *scan_string(const char *p, const char *end, struct text *t)
+{
+	const unsigned char *u = (const unsigned char *)p + 1;
+	const unsigned char *e = (const unsigned char *)end;
+	unsigned cp;
+	size_t k;
+
+	t->p = (const char *)u;
+	t->json = 0;
+	while (u < e) {
+		if (*u == '"') {
+			t->n = (size_t)((const char *)u - t->p);
+			return (const char *)u + 1;
+		}
+		if (*u < 0x20)
+			return NULL;
+		if (*u < 0x80 && *u != '\\') {
+			u++;
+			continue;
+		}
+		if (*u >= 0x80) {
+			if ((k = utf8_seq(u, (size_t)(e - u))) == 0)
+				return NULL;
+			u += k;
+			continue;
+		}
+		t->json = 1;
+		if (e - u < 2)
+			return NULL;
+		switch (u[1]) {
+		case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+			u += 2;
+			continue;
+		case 'u':
+			break;
+		default:
+			return NULL;
+		}
+		if (e - u < 6 || (cp = hex4((const char *)u + 2)) == 0 || cp > 0xFFFF ||
+		    (cp >= 0xDC00 && cp <= 0xDFFF))
+			return NULL;
+		u += 6;
+		if (cp >= 0xD800 && cp <= 0xDBFF) {
+			if (e - u < 6 || u[0] != '\\' || u[1] != 'u' ||
+			    (cp = hex4((const char *)u + 2)) < 0xDC00 || cp > 0xDFFF)
+				return NULL;
+			u += 6;
+		}
+	}
+	return NULL;
+}
+
+/* p is at a '{' or '['. Returns the byte after the value's matching
+ * bracket, or NULL if the brackets do not match before end, a string in it
+ * is invalid or it nests over max_depth. Only brackets and strings are
+ * checked: Jansson validates the rest. */
+static const char *skip_nested(const char *p, const char *end, size_t max_depth)
+{
+	struct text t;
+	size_t depth = 0;
+
+	while (p < end) {
+		switch (*p) {
+		case '"':
+			if ((p = scan_string(p, end, &t)) == NULL)
+				return NULL;
+			continue;
+		case '{':
+		case '[':
+			if (++depth > max_depth)
+				return NULL;
+			break;
+		case '}':
+		case ']':
+			if (--depth == 0)
+				return p + 1;
+			break;
+		default:
+			break;
+		}
+		p++;
+	}
+	return NULL;
+}
+
+/* The members the fast path knows, as bits. */
+enum {
+	F_MSG_ID = 1 << 0, F_ID = 1 << 1, F_DEST = 1 << 2, F_AUTHOR = 1 << 3,
+	F_CONTENT = 1 << 4, F_META = 1 << 5, F_TS = 1 << 6,
+	F_AUTHOR_ID = 1 << 7, F_AUTHOR_NAME = 1 << 8, F_CHANNEL = 1 << 9,
+};
+
+/* Which member key t names (in the object at `depth`: 0 top level, else
+ * inside `parent`), or 0 if it is not one the fast path takes. */
+static int member_bit(const struct text *t, int parent)
+{
+	static const struct {
+		int parent, bit;
+		const char *name;
+	} names[] = {
+		{ 0, F_MSG_ID, "msg_id" }, { 0, F_ID, "id" }, { 0, F_DEST, "destination" },
+		{ 0, F_AUTHOR, "author" }, { 0, F_CONTENT, "content" }, { 0, F_META, "meta" },
+		{ 0, F_TS, "ts" }, { F_AUTHOR, F_AUTHOR_ID, "id" },
+		{ F_AUTHOR, F_AUTHOR_NAME, "name" }, { F_DEST, F_CHANNEL, "channel_id" },
+	};
+	size_t i;
+
+	if (t->json)
+		return 0;
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (names[i].parent == parent && strlen(names[i].name) == t->n &&
+		    memcmp(names[i].name, t->p, t->n) == 0)
+			return names[i].bit;
+	return 0;
+}
+
+/* 1 if t (decoded) equals the C string s. */
+static int text_is(const struct text *t, const char *s)
+{
+	return !t->json && strlen(s) == t->n && memcmp(t->p, s, t->n) == 0;
+}
+
+/* Parses the members of the object whose '{' p is after, into *in; parent
+ * is 0 for the top level, F_AUTHOR or F_DEST inside those. Returns the byte
+ * after its '}', or NULL to give up. *seen collects the members found. */
+static const char *fast_object(const char *p, const char *end, int parent,
+                               struct msg_in *in, struct text *dest, int *seen)
+{
+	struct text key, val, *slot;
+	const char *meta;
+	int bit;
+
+	p = skip_ws(p, end);
+	if (p < end && *p == '}')
+		return p + 1;
+	for (;;) {
+		if (p == end || *p != '"' || (p = scan_string(p, end, &key)) == NULL)
+			return NULL;
+		bit = member_bit(&key, parent);
+		if (bit == 0 || (*seen & bit))
+			return NULL;   /* unknown or repeated: Jansson decides */
+		*seen |= bit;
+		p = skip_ws(p, end);
+		if (p == end || *p != ':')
+			return NULL;
+		p = skip_ws(p + 1, end);
+		if (p == end)
+			return NULL;
+		if (*p == '{' && (bit == F_AUTHOR || bit == F_DEST)) {
+			p = fast_object(p + 1, end, bit, in, dest, seen);
+		} else if (*p == '{' && bit == F_META) {
+			/* the object is depth 2 of the frame, as json_too_deep counts */
+			meta = p;
+			if ((p = skip_nested(p, end, GW_JSON_MAX_DEPTH - 1)) == NULL)
+				return NULL;
+			in->meta = json_loadb(meta, (size_t)(p - meta), JSON_REJECT_DUPLICATES, NULL);
+			if (in->meta == NULL)
+				return NULL;
+		} else if (*p == 'n' && (bit & (F_META | F_TS | F_AUTHOR_NAME))) {
+			/* null: an optional member left out */
+			if (end - p < 4 || memcmp(p, "null", 4) != 0)
+				return NULL;
+			p += 4;
+		} else if (*p == '"') {
+			switch (bit) {
+			case F_MSG_ID:      slot = &in->msg_id; break;
+			case F_ID:          slot = &in->channel_id; break;
+			case F_CONTENT:     slot = &in->content; break;
+			case F_TS:          slot = &in->ts; break;
+			case F_AUTHOR_ID:   slot = &in->author_id; break;
+			case F_AUTHOR_NAME: slot = &in->author_name; break;
+			case F_CHANNEL:     slot = dest; break;
+			default:            return NULL;
+			}
+			if ((p = scan_string(p, end, &val)) == NULL)
+				return NULL;
+			*slot = val;
+		} else {
+			return NULL;
+		}
+		if (p == NULL)
+			return NULL;
+		p = skip_ws(p, end);
+		if (p < end && *p == '}')
+			return p + 1;
+		if (p == end || *p != ',')
+			return NULL;
+		p = skip_ws(p + 1, end);
+	}
+}
+
+/* The fast path: a new message, or NULL to let Jansson decide (see above).
+ * hs is usable. */
+static struct gw_msg *fast_decode(const char *data, size_t len,
+                                  const struct gw_handshake *hs, int64_t now_ms)
+{
+	const char *end = data + len, *p;
+	struct msg_in in;
+	struct text dest = { NULL, 0, 0 };
+	struct gw_msg *m = NULL;
+	char ts[64];
+	int seen = 0;
+	int need = F_MSG_ID | F_ID | F_AUTHOR | F_AUTHOR_ID | F_CONTENT;
+
+	memset(&in, 0, sizeof(in));
+	p = skip_ws(data, end);
+	if (p == end || *p != '{')
+		return NULL;
+	p = fast_object(p + 1, end, 0, &in, &dest, &seen);
+	if (p == NULL || skip_ws(p, end) != end)
+		goto out;
+	if (hs->role == GW_ROLE_MOD)
+		need |= F_DEST | F_CHANNEL;
+	if ((seen & need) != need)
+		goto out;
+	/* What msg_check demands; each text needs decoding only if json. */
+	if (in.msg_id.json || !id_valid(in.msg_id.p, in.msg_id.n) ||
+	    in.channel_id.json || !id_valid(in.channel_id.p, in.channel_id.n) ||
+	    in.author_id.n == 0 || in.content.n == 0 ||
+	    (in.author_name.p != NULL && in.author_name.n == 0))
+		goto out;
+	if (hs->role == GW_ROLE_MOD) {
+		/* id is the sender's own server_id; the channel its own */
+		if (!text_is(&in.channel_id, hs->server_id) || !text_is(&dest, hs->channel_id))
+			goto out;
+		in.channel_id.p = hs->channel_id;
+		in.channel_id.n = strlen(hs->channel_id);
+		in.sender = hs->server_id;
+	} else {
+		in.sender = hs->bot_id;
+	}
+	if (in.ts.p != NULL) {
+		if (in.ts.json || in.ts.n >= sizeof(ts))
+			goto out;
+		memcpy(ts, in.ts.p, in.ts.n);
+		ts[in.ts.n] = '\0';
+		if (!proto_valid_rfc3339(ts))
+			goto out;
+	}
+	m = msg_new(&in, hs, now_ms, len + 2 * GW_ID_MAX + 256);
+out:
+	json_decref(in.meta);
+	return m;
+}
+
 static enum gw_reject decode_message(const char *data, size_t len,
                                      const struct gw_handshake *hs, int64_t now_ms,
-                                     struct gw_msg **out, char *msg_id_json, size_t idlen);
+                                     struct gw_msg **out, char *msg_id_json, size_t idlen,
+                                     int fast);
 
-enum gw_reject proto_decode_message(const char *data, size_t len,
-                                    const struct gw_handshake *hs,
-                                    int64_t now_ms, struct gw_msg **out,
-                                    char *msg_id_json, size_t idlen)
+/* The decode runs with Jansson's allocations in an arena on its stack. */
+static enum gw_reject decode_in_arena(const char *data, size_t len,
+                                      const struct gw_handshake *hs, int64_t now_ms,
+                                      struct gw_msg **out, char *msg_id_json, size_t idlen,
+                                      int fast)
 {
 	_Alignas(16) char mem[ARENA_MESSAGE];
 	struct arena a = { mem, 0, sizeof(mem) }, *outer = arena;
 	enum gw_reject why;
 
 	arena = &a;
-	why = decode_message(data, len, hs, now_ms, out, msg_id_json, idlen);
+	why = decode_message(data, len, hs, now_ms, out, msg_id_json, idlen, fast);
 	arena = outer;
 	return why;
 }
 
+enum gw_reject proto_decode_message(const char *data, size_t len,
+                                    const struct gw_handshake *hs,
+                                    int64_t now_ms, struct gw_msg **out,
+                                    char *msg_id_json, size_t idlen)
+{
+	return decode_in_arena(data, len, hs, now_ms, out, msg_id_json, idlen, 1);
+}
+
+enum gw_reject proto_decode_message_ref(const char *data, size_t len,
+                                        const struct gw_handshake *hs,
+                                        int64_t now_ms, struct gw_msg **out,
+                                        char *msg_id_json, size_t idlen)
+{
+	return decode_in_arena(data, len, hs, now_ms, out, msg_id_json, idlen, 0);
+}
+
 static enum gw_reject decode_message(const char *data, size_t len,
                                      const struct gw_handshake *hs, int64_t now_ms,
-                                     struct gw_msg **out, char *msg_id_json, size_t idlen)
+                                     struct gw_msg **out, char *msg_id_json, size_t idlen,
+                                     int fast)
 {
 	struct msg_in in;
 	json_t *root;
@@ -708,6 +1136,9 @@ static enum gw_reject decode_message(const char *data, size_t len,
 
 	*out = NULL;
 	msg_id_echo(NULL, msg_id_json, idlen);
+	if (fast && data != NULL && hs_usable(hs) &&
+	    (*out = fast_decode(data, len, hs, now_ms)) != NULL)
+		return GW_OK;
 	why = json_parse(data, len, &root);
 	if (why != GW_OK)
 		goto out;
@@ -724,7 +1155,7 @@ static enum gw_reject decode_message(const char *data, size_t len,
 	if (*out == NULL) {
 		/* Out of memory: no reason code of its own; the peer is told
 		 * its message was refused and may retry. */
-		msg_id_echo(in.msg_id, msg_id_json, idlen);
+		msg_id_echo(json_object_get(root, "msg_id"), msg_id_json, idlen);
 		goto out;
 	}
 	why = GW_OK;
@@ -1026,42 +1457,58 @@ static char *put_digits(char *p, unsigned v, int width)
 	return p + width;
 }
 
+/* The proleptic Gregorian date of day `days` since 1970-01-01. Counts in
+ * 400-year eras (146097 days) of years starting on March 1, so the leap
+ * day is the last day of its year; pure arithmetic, unlike gmtime_r, which
+ * takes glibc's time zone lock on every call. */
+static void civil_date(int64_t days, int64_t *year, unsigned *month, unsigned *day)
+{
+	int64_t z = days + 719468;   /* days since 0000-03-01 */
+	int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+	unsigned doe = (unsigned)(z - era * 146097);                        /* 0..146096 */
+	unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365; /* 0..399 */
+	unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);              /* 0..365 */
+	unsigned mp = (5 * doy + 2) / 153;                                  /* 0 = March */
+
+	*day = doy - (153 * mp + 2) / 5 + 1;
+	*month = mp < 10 ? mp + 3 : mp - 9;
+	*year = (int64_t)yoe + era * 400 + (*month <= 2);
+}
+
 void proto_format_time(int64_t unix_ms, char *buf)
 {
 	/* Years 0000..9999 keep the text at 24 characters. */
 	static const int64_t min_ms = -62167219200000LL;   /* 0000-01-01 */
 	static const int64_t max_ms = 253402300799999LL;   /* 9999-12-31 */
-	struct tm tm;
-	time_t secs;
-	int64_t s, ms;
+	int64_t days, ms, year;
+	unsigned month, day, sec;
 	char *p = buf;
 
 	if (unix_ms < min_ms)
 		unix_ms = min_ms;
 	if (unix_ms > max_ms)
 		unix_ms = max_ms;
-	s = unix_ms / 1000;
-	ms = unix_ms % 1000;
+	days = unix_ms / 86400000;
+	ms = unix_ms % 86400000;
 	if (ms < 0) {           /* floor, for times before 1970 */
-		ms += 1000;
-		s--;
+		ms += 86400000;
+		days--;
 	}
-	secs = (time_t)s;
-	if (gmtime_r(&secs, &tm) == NULL)
-		memset(&tm, 0, sizeof(tm));
-	p = put_digits(p, (unsigned)(tm.tm_year + 1900), 4);
+	civil_date(days, &year, &month, &day);
+	sec = (unsigned)(ms / 1000);
+	p = put_digits(p, (unsigned)year, 4);
 	*p++ = '-';
-	p = put_digits(p, (unsigned)(tm.tm_mon + 1), 2);
+	p = put_digits(p, month, 2);
 	*p++ = '-';
-	p = put_digits(p, (unsigned)tm.tm_mday, 2);
+	p = put_digits(p, day, 2);
 	*p++ = 'T';
-	p = put_digits(p, (unsigned)tm.tm_hour, 2);
+	p = put_digits(p, sec / 3600, 2);
 	*p++ = ':';
-	p = put_digits(p, (unsigned)tm.tm_min, 2);
+	p = put_digits(p, sec / 60 % 60, 2);
 	*p++ = ':';
-	p = put_digits(p, (unsigned)tm.tm_sec, 2);
+	p = put_digits(p, sec % 60, 2);
 	*p++ = '.';
-	p = put_digits(p, (unsigned)ms, 3);
+	p = put_digits(p, (unsigned)(ms % 1000), 3);
 	*p++ = 'Z';
 	*p = '\0';
 }

@@ -70,6 +70,13 @@ enum gw_reject proto_decode_message(const char *data, size_t len,
                                     int64_t now_ms, struct gw_msg **out,
                                     char *msg_id_json, size_t idlen);
 
+/* The same with Jansson alone, without the fast path: the reference the
+ * fast path must match byte for byte (tests and fuzzers compare them). */
+enum gw_reject proto_decode_message_ref(const char *data, size_t len,
+                                        const struct gw_handshake *hs,
+                                        int64_t now_ms, struct gw_msg **out,
+                                        char *msg_id_json, size_t idlen);
+
 /* Rebuilds a message from its parts (the durable store's rows), laid out
  * exactly like proto_decode_message's output, so proto_msg_unref frees it
  * and proto_msg_frame gives the same bytes. body is the outbound JSON

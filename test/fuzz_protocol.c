@@ -6,7 +6,8 @@
  *  - every reply and every outbound frame is one valid JSON object;
  *  - the echoed msg_id is valid JSON text and fits its buffer;
  *  - an accepted message carries the content, msg_id and route it was sent
- *    with, and its body is what the frame starts with.
+ *    with, and its body is what the frame starts with;
+ *  - the fast path decides and writes exactly what Jansson alone does.
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc src/protocol.c \
  *       test/fuzz_protocol.c -ljansson -o build/fuzz_protocol
@@ -119,6 +120,26 @@ static void fuzz_accepted(const char *text, size_t size, struct gw_msg *m,
 	proto_msg_unref(m);
 }
 
+/* The fast path and Jansson alone give the same verdict, the same bytes
+ * and the same echoed msg_id. */
+static void same_as_reference(const char *text, size_t size, const struct gw_handshake *hs,
+                              enum gw_reject why, const struct gw_msg *m, const char *idjson)
+{
+	char ref_id[GW_ID_MAX + 3];
+	struct gw_msg *r = NULL;
+
+	check(proto_decode_message_ref(text, size, hs, FUZZ_NOW_MS, &r, ref_id,
+	                               sizeof(ref_id)) == why);
+	check(strcmp(idjson, ref_id) == 0);
+	if (why == GW_OK) {
+		check(r != NULL && m != NULL && r->body_len == m->body_len);
+		check(memcmp(r->body, m->body, m->body_len) == 0);
+		check(strcmp(r->msg_id, m->msg_id) == 0 && strcmp(r->sender, m->sender) == 0);
+		check(strcmp(r->channel_id, m->channel_id) == 0);
+	}
+	proto_msg_unref(r);
+}
+
 static void fuzz_message(const char *text, size_t size,
                          const struct gw_handshake *hs)
 {
@@ -130,6 +151,7 @@ static void fuzz_message(const char *text, size_t size,
 
 	why = proto_decode_message(text, size, hs, FUZZ_NOW_MS, &m, idjson,
 	                           sizeof(idjson));
+	same_as_reference(text, size, hs, why, m, idjson);
 	if (why == GW_OK) {
 		check(m != NULL);
 		fuzz_accepted(text, size, m, hs);

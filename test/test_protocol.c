@@ -61,6 +61,36 @@ static enum gw_reject hs_decode(const char *json, struct gw_handshake *hs)
 	return proto_decode_handshake(json, strlen(json), hs);
 }
 
+/* Decodes json both ways - fast path first, and Jansson alone - and checks
+ * they agree on the verdict, the echoed msg_id and every byte of the
+ * message. Returns the verdict; *out gets the message (or NULL). */
+static enum gw_reject decode_both(const struct gw_handshake *hs, const char *json,
+                                  size_t len, struct gw_msg **out, char *idjson, size_t idlen)
+{
+	char *ref_id = malloc(idlen + 1);
+	struct gw_msg *r = (struct gw_msg *)(uintptr_t)1;
+	enum gw_reject why;
+
+	assert_non_null(ref_id);
+	why = proto_decode_message(json, len, hs, NOW_MS, out, idjson, idlen);
+	assert_int_equal(proto_decode_message_ref(json, len, hs, NOW_MS, &r, ref_id, idlen), why);
+	if (idlen > 0)
+		assert_string_equal(idjson, ref_id);
+	free(ref_id);
+	if (why == GW_OK) {
+		assert_non_null(r);
+		assert_int_equal(r->body_len, (*out)->body_len);
+		assert_memory_equal(r->body, (*out)->body, r->body_len);
+		assert_string_equal(r->msg_id, (*out)->msg_id);
+		assert_string_equal(r->channel_id, (*out)->channel_id);
+		assert_string_equal(r->sender, (*out)->sender);
+		proto_msg_unref(r);
+	} else {
+		assert_null(r);
+	}
+	return why;
+}
+
 /* Decodes, checks msg_id_json is valid JSON text, frees the message. */
 static enum gw_reject decode_len(const struct gw_handshake *hs, const char *json,
                                  size_t len, char *idjson, size_t idlen)
@@ -68,7 +98,7 @@ static enum gw_reject decode_len(const struct gw_handshake *hs, const char *json
 	struct gw_msg *m = (struct gw_msg *)(uintptr_t)1;
 	enum gw_reject why;
 
-	why = proto_decode_message(json, len, hs, NOW_MS, &m, idjson, idlen);
+	why = decode_both(hs, json, len, &m, idjson, idlen);
 	if (why == GW_OK) {
 		assert_non_null(m);
 		proto_msg_unref(m);
@@ -91,8 +121,7 @@ static struct gw_msg *accept(const struct gw_handshake *hs, const char *json,
 	char idjson[512];
 	struct gw_msg *m = NULL;
 
-	assert_int_equal(proto_decode_message(json, len, hs, NOW_MS, &m, idjson,
-	                                      sizeof(idjson)), GW_OK);
+	assert_int_equal(decode_both(hs, json, len, &m, idjson, sizeof(idjson)), GW_OK);
 	assert_non_null(m);
 	return m;
 }
@@ -1263,6 +1292,33 @@ static void test_format_time(void **state)
 	}
 }
 
+/* Against gmtime_r, over the whole range, ten thousand times. */
+static void test_format_time_gmtime(void **state)
+{
+	uint64_t x = 88172645463325252ULL;   /* xorshift64 */
+	const int64_t span = 253402300800000LL + 62167219200000LL;
+	char buf[32], want[96];
+	struct tm tm;
+	time_t secs;
+
+	(void)state;
+	for (int i = 0; i < 10000; i++) {
+		int64_t ms;
+
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		ms = (int64_t)(x % (uint64_t)span) - 62167219200000LL;
+		secs = (time_t)(ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000));
+		assert_non_null(gmtime_r(&secs, &tm));
+		snprintf(want, sizeof(want), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+		         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+		         tm.tm_sec, (int)(ms - (int64_t)secs * 1000));
+		proto_format_time(ms, buf);
+		assert_string_equal(buf, want);
+	}
+}
+
 static void test_rfc3339(void **state)
 {
 	static const char *const good[] = {
@@ -1457,6 +1513,7 @@ int main(void)
 		cmocka_unit_test(test_ack_invalid_utf8),
 		cmocka_unit_test(test_error_replies),
 		cmocka_unit_test(test_format_time),
+		cmocka_unit_test(test_format_time_gmtime),
 		cmocka_unit_test(test_rfc3339),
 		cmocka_unit_test(test_refcount),
 		cmocka_unit_test(test_refcount_threads),
