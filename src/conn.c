@@ -105,6 +105,9 @@ static void conn_free(struct gw_conn *c)
 	free(c->out);
 	free(c->pend);
 	free(c->rx);
+	if (c->defer)
+		conn_flush_deferred(c->defer);   /* empty unless its reader died oddly */
+	free(c->defer);
 	pthread_cond_destroy(&c->idle);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
@@ -358,6 +361,45 @@ void conn_flush(struct gw_conn *c)
 	c->flushing = 0;
 	pthread_cond_broadcast(&c->idle);
 	pthread_mutex_unlock(&c->lock);
+}
+
+static size_t defer_hash(const struct gw_conn *c)
+{
+	uint64_t h = (uint64_t)(uintptr_t)c * 0x9E3779B97F4A7C15ULL;
+
+	return (size_t)(h >> 57);   /* 7 bits: 2 * GW_DEFER_MAX slots */
+}
+
+void conn_defer(struct gw_defer *d, struct gw_conn *c)
+{
+	size_t h = defer_hash(c);
+
+	while (d->slot[h] != NULL) {
+		if (d->slot[h] == c)
+			return;
+		h = (h + 1) % (2 * GW_DEFER_MAX);
+	}
+	if (d->n == GW_DEFER_MAX) {
+		conn_flush_deferred(d);
+		h = defer_hash(c);
+	}
+	conn_ref(c);
+	d->slot[h] = c;
+	d->v[d->n++] = c;
+}
+
+void conn_flush_deferred(struct gw_defer *d)
+{
+	size_t i;
+
+	if (d->n == 0)
+		return;
+	for (i = 0; i < d->n; i++) {
+		conn_flush(d->v[i]);
+		conn_unref(d->v[i]);
+	}
+	d->n = 0;
+	memset(d->slot, 0, sizeof(d->slot));
 }
 
 int conn_send(struct gw_conn *c, int opcode, const void *data, size_t len)

@@ -39,6 +39,7 @@ enum gw_conn_state {
 enum gw_key_kind { GW_KEY_SHARED, GW_KEY_MOD, GW_KEY_BOT };
 
 struct gw_mark;           /* a routed message inside the output buffer */
+struct gw_defer;          /* flushes a reader thread holds back, see below */
 
 struct gw_conn {
 	pthread_mutex_t lock;  /* protects the fields marked (L) */
@@ -75,6 +76,7 @@ struct gw_conn {
 	double tokens;        /* rate_limit bucket: messages that may still pass */
 	int64_t tokens_ms;    /* when it was last refilled (monotonic) */
 	const char *why;      /* atomic: why it is closing (static text), see conn_set_why */
+	struct gw_defer *defer;  /* flushes held back during a burst (NULL until used) */
 	/* reader thread only: a fragmented message being reassembled */
 	unsigned char *rx;
 	size_t rx_len, rx_cap;
@@ -130,6 +132,27 @@ int conn_queue_msg(struct gw_conn *c, struct gw_msg *m, uint64_t dropped,
 /* Sends what the socket takes now. Never blocks. On a socket error the peer
  * is aborted (its reader wakes up and closes it). */
 void conn_flush(struct gw_conn *c);
+
+/*
+ * Held-back flushes. A reader thread handling a burst of frames from its
+ * peer (several already in its read buffer) appends acks and routed frames
+ * to other conns but flushes them once, after the burst's last frame: one
+ * send per peer per burst instead of one per frame. A gw_defer belongs to
+ * one reader thread; it holds a reference on each conn in it.
+ */
+#define GW_DEFER_MAX 64
+
+struct gw_defer {
+	size_t n;
+	struct gw_conn *v[GW_DEFER_MAX];          /* in the order added */
+	struct gw_conn *slot[2 * GW_DEFER_MAX];   /* the same, hashed: no duplicates */
+};
+
+/* Adds c (once) to d; flushes everything in d first if d is full. */
+void conn_defer(struct gw_defer *d, struct gw_conn *c);
+
+/* Flushes every conn in d and empties it. */
+void conn_flush_deferred(struct gw_defer *d);
 
 /* conn_queue + conn_flush. */
 int conn_send(struct gw_conn *c, int opcode, const void *data, size_t len);

@@ -227,6 +227,17 @@ static void flush_all(struct flush_set *fs)
 		free(fs->v);
 }
 
+/* Hands the conns of fs to a reader's held-back flushes instead. */
+static void defer_all(struct flush_set *fs, struct gw_defer *d)
+{
+	for (size_t i = 0; i < fs->n; i++) {
+		conn_defer(d, fs->v[i]);
+		conn_unref(fs->v[i]);
+	}
+	if (fs->v && fs->v != fs->small)
+		free(fs->v);
+}
+
 /* Presence: tells the bot (if it asked for events) that mod came or went. */
 static void notify_bot(const char *event, const struct gw_conn *mod, struct flush_set *fs)
 {
@@ -639,7 +650,8 @@ enum gw_join registry_join(struct gw_conn *c)
 	return c->key == GW_KEY_MOD ? GW_JOIN_FORBIDDEN : join_bot(c);
 }
 
-enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m, int *duplicate)
+enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m, int *duplicate,
+                              struct gw_defer *defer)
 {
 	struct flush_set fs = { .n = 0 };
 	struct gw_channel *ch;
@@ -693,7 +705,10 @@ enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m, int *duplicat
 		dedup_record(seen, m->sender, m->msg_id, (int)st);
 	pthread_mutex_unlock(&reg.lock);
 	proto_msg_unref(m);
-	flush_all(&fs);
+	if (defer)
+		defer_all(&fs, defer);
+	else
+		flush_all(&fs);
 	return st;
 }
 

@@ -56,8 +56,10 @@ enum gw_join registry_join(struct gw_conn *c);
  * ack. When the same sender sent m's msg_id within its last dedup_window
  * messages, m is not routed again: *duplicate is set to 1 and the first
  * status is returned. A `failed` message is not remembered (a retry is a new
- * attempt). */
-enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m, int *duplicate);
+ * attempt). The recipients are flushed before it returns, or added to
+ * `defer` (c's reader's held-back flushes) if that is not NULL. */
+enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m, int *duplicate,
+                              struct gw_defer *defer);
 
 /* The peer's reader ended: unregisters c and puts what it had not taken
  * back in front of its queues. Idempotent. */

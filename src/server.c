@@ -336,9 +336,14 @@ static int on_message(struct gw_conn *c, const char *data, size_t len)
 		return 1;
 	}
 	snprintf(id, sizeof(id), "%s", m->msg_id);
-	st = registry_route(c, m, &duplicate);   /* m is the registry's now */
+	if (!c->defer)
+		c->defer = calloc(1, sizeof(*c->defer));   /* NULL: flush at once */
+	st = registry_route(c, m, &duplicate, c->defer);   /* m is the registry's now */
 	n = proto_ack(status_name(st), c->hs.role, id, duplicate, buf, sizeof(buf));
-	conn_send(c, 1, buf, n);
+	if (c->defer && conn_queue(c, 1, buf, n) == 0)
+		conn_defer(c->defer, c);
+	else if (!c->defer)
+		conn_send(c, 1, buf, n);
 	return 1;
 }
 
@@ -348,14 +353,28 @@ static int valid_close_code(int code)
 	       (code >= 3000 && code <= 4999);
 }
 
+static int on_frame(struct gw_conn *c, int bits, char *data, size_t len);
+
+/* Acks and routed frames wait while the peer's burst goes on: when more of
+ * its frames are already buffered, they are sent after the last one. */
 static int on_ws_data(struct mg_connection *mc, int bits, char *data, size_t len, void *ud)
 {
 	struct gw_conn *c = mg_get_user_connection_data(mc);
-	int op = bits & 0x0F, fin = bits & 0x80;
+	int rc;
 
 	(void)ud;
 	if (!c)
 		return 0;
+	rc = on_frame(c, bits, data, len);
+	if (c->defer && (rc == 0 || !mg_websocket_frame_buffered(mc)))
+		conn_flush_deferred(c->defer);
+	return rc;
+}
+
+static int on_frame(struct gw_conn *c, int bits, char *data, size_t len)
+{
+	int op = bits & 0x0F, fin = bits & 0x80;
+
 	__atomic_store_n(&c->last_seen_ms, gw_now_mono(), __ATOMIC_RELEASE);
 	if (bits & MG_WEBSOCKET_FRAME_TOO_BIG)
 		return close_with(c, 1009, "Message too big.", "message too big");
@@ -433,6 +452,8 @@ static void on_ws_close(const struct mg_connection *mc, void *ud)
 	(void)ud;
 	if (!c)
 		return;
+	if (c->defer)
+		conn_flush_deferred(c->defer);
 	registry_disconnect(c);
 	if (c->joined)
 		log_event(GW_LOG_INFO, c->hs.role == GW_ROLE_MOD ? "mod disconnected" : "bot disconnected",

@@ -2,7 +2,8 @@
  * it_order.c - order and completeness under concurrency and faults: many
  * mods sending at once while the bot reconnects, and a bot that stops
  * reading (it is dropped after write_timeout, nobody else waits for it, and
- * what it had not taken arrives, in order, when it comes back).
+ * what it had not taken arrives, in order, when it comes back), and bursts
+ * of frames in one write.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -223,11 +224,152 @@ static void test_stuck_bot_dropped_others_flow(void **state)
 	gw_cleanup(&gw);
 }
 
+/* ---- bursts: several frames in one write ---------------------------------- */
+
+/* Appends one masked text frame carrying text to buf; returns its length. */
+static size_t put_frame(unsigned char *buf, const char *text)
+{
+	static const unsigned char key[4] = { 0x37, 0xfa, 0x21, 0x3d };
+	size_t len = strlen(text), h = 0;
+
+	buf[h++] = 0x81;
+	if (len < 126) {
+		buf[h++] = (unsigned char)(0x80 | len);
+	} else {
+		buf[h++] = 0x80 | 126;
+		buf[h++] = (unsigned char)(len >> 8);
+		buf[h++] = (unsigned char)len;
+	}
+	memcpy(buf + h, key, 4);
+	h += 4;
+	for (size_t i = 0; i < len; i++)
+		buf[h + i] = (unsigned char)text[i] ^ key[i & 3];
+	return h + len;
+}
+
+static size_t put_mod_msg(unsigned char *buf, int i)
+{
+	char text[256];
+
+	snprintf(text, sizeof(text), "{\"msg_id\":\"m%d\",\"id\":\"s1\",\"destination\":"
+	         "{\"channel_id\":\"c1\"},\"author\":{\"id\":\"p\"},\"content\":\"n%d\"}", i, i);
+	return put_frame(buf, text);
+}
+
+/* Waits for the acks of m<from>..m<to-1>, in order, all completed. */
+static void expect_acks(struct ws *m, int from, int to)
+{
+	for (int i = from; i < to; i++) {
+		json_t *j = it_recv_json(m, T, NULL);
+		char id[16];
+
+		snprintf(id, sizeof(id), "m%d", i);
+		assert_non_null(j);
+		assert_string_equal(it_str(j, "msg_id"), id);
+		assert_string_equal(it_str(j, "status"), "completed");
+		json_decref(j);
+	}
+}
+
+static void expect_msgs(struct ws *w, int from, int to)
+{
+	for (int i = from; i < to; i++) {
+		json_t *j = it_wait_msg(w, T);
+		char want[16];
+
+		snprintf(want, sizeof(want), "n%d", i);
+		assert_non_null(j);
+		assert_string_equal(it_str(j, "content"), want);
+		json_decref(j);
+	}
+}
+
+/* A burst of messages in one write gets every ack and delivery, in order,
+ * and nothing waits for the rest of a frame that arrives only partly (the
+ * gateway sends a burst's acks after its last complete frame), nor for a
+ * ping that ends a burst. */
+static void test_burst_not_held_back(void **state)
+{
+	unsigned char buf[64 * 128], *split;
+	struct ws *b, *m;
+	size_t n = 0, last;
+	json_t *j;
+	struct ws_frame f;
+
+	(void)state;
+	assert_int_equal(gw_start(&gw, NULL), 0);
+	b = gw_bot(&gw, "b1");
+	m = gw_mod(&gw, "s1", "c1");
+	assert_non_null(b);
+	assert_non_null(m);
+
+	/* 20 complete frames and the first half of a 21st */
+	for (int i = 0; i < 20; i++)
+		n += put_mod_msg(buf + n, i);
+	last = put_mod_msg(buf + n, 20);
+	split = buf + n + last / 2;
+	assert_int_equal(ws_send_raw(m, buf, n + last / 2), 0);
+	expect_acks(m, 0, 20);
+	expect_msgs(b, 0, 20);
+	assert_int_equal(ws_send_raw(m, split, last - last / 2), 0);
+	expect_acks(m, 20, 21);
+	expect_msgs(b, 20, 21);
+
+	/* 10 frames and a ping in one write: acks, deliveries and the pong */
+	n = 0;
+	for (int i = 21; i < 31; i++)
+		n += put_mod_msg(buf + n, i);
+	buf[n++] = 0x89;
+	buf[n++] = 0x80 | 2;
+	memset(buf + n, 0, 4);
+	n += 4;
+	buf[n++] = 'h';
+	buf[n++] = 'i';
+	assert_int_equal(ws_send_raw(m, buf, n), 0);
+	expect_acks(m, 21, 31);
+	assert_int_equal(ws_recv_frame(m, &f, T), 0);
+	assert_int_equal(f.opcode, 10);
+	ws_frame_free(&f);
+	expect_msgs(b, 21, 31);
+
+	/* the bot's burst reaches every mod of the channel, in order */
+	{
+		struct ws *m2 = gw_mod(&gw, "s2", "c1");
+		char text[256];
+
+		assert_non_null(m2);
+		n = 0;
+		for (int i = 0; i < 30; i++) {
+			snprintf(text, sizeof(text), "{\"msg_id\":\"b%d\",\"id\":\"c1\","
+			         "\"author\":{\"id\":\"u\"},\"content\":\"n%d\"}", i, i);
+			n += put_frame(buf + n, text);
+		}
+		assert_int_equal(ws_send_raw(b, buf, n), 0);
+		expect_msgs(m, 0, 30);
+		expect_msgs(m2, 0, 30);
+		for (int i = 0; i < 30; i++) {
+			char id[16];
+
+			snprintf(id, sizeof(id), "b%d", i);
+			j = it_wait_ack(b, id, T);
+			assert_non_null(j);
+			assert_string_equal(it_str(j, "status"), "completed");
+			json_decref(j);
+		}
+		ws_free(m2);
+	}
+	ws_free(m);
+	ws_free(b);
+	gw_stop(&gw, SIGTERM, 5000);
+	gw_cleanup(&gw);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_order_with_bot_reconnect),
 		cmocka_unit_test(test_stuck_bot_dropped_others_flow),
+		cmocka_unit_test(test_burst_not_held_back),
 	};
 
 	if (getenv("TEST_FILTER"))
