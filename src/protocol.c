@@ -60,14 +60,14 @@ struct dump_buf {
 	size_t cap;
 };
 
-/* A string member's value: decoded bytes (json = 0; from Jansson, or raw
- * text without escapes), or the raw text between the quotes with its
- * escapes still in (json = 1; the fast path, validated). Decoded, it never
- * holds a NUL. p is NULL for an absent optional member. */
+/* A string member's value: decoded bytes (raw = 0, from Jansson), or the
+ * text between the quotes straight from the frame (raw = 1, the fast path,
+ * validated), which equals its decoded value unless it has escapes (esc).
+ * Decoded, it never holds a NUL. p is NULL for an absent optional member. */
 struct text {
 	const char *p;
 	size_t n;
-	int json;
+	int raw, esc;
 };
 
 /* The validated parts of an inbound message; they point into the parsed
@@ -389,7 +389,7 @@ static int hs_usable(const struct gw_handshake *hs)
 /* v's decoded text (v is a string). */
 static struct text text_of(const json_t *v)
 {
-	struct text t = { json_string_value(v), json_string_length(v), 0 };
+	struct text t = { json_string_value(v), json_string_length(v), 0, 0 };
 
 	return t;
 }
@@ -682,7 +682,7 @@ static int dump_json_text(struct dump_buf *d, const char *s, size_t n)
 
 static int dump_text(struct dump_buf *d, const struct text *t)
 {
-	return t->json ? dump_json_text(d, t->p, t->n) : dump_str(d, t->p, t->n);
+	return t->raw ? dump_json_text(d, t->p, t->n) : dump_str(d, t->p, t->n);
 }
 
 /* One allocation laid out as
@@ -838,10 +838,22 @@ static const char *skip_ws(const char *p, const char *end)
 	return p;
 }
 
+/* Nonzero if one of the 8 bytes in w is a '"', a '\\', a control byte or
+ * not ASCII: the bytes a string scan must look at one by one. (A byte
+ * v - 1 borrows from, with its top bit clear, was zero; a borrow can only
+ * make a false hit above a true one.) */
+static uint64_t word_special(uint64_t w)
+{
+	const uint64_t ones = 0x0101010101010101ULL, tops = 0x8080808080808080ULL;
+	uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+
+	return (((q - ones) & ~q) | ((b - ones) & ~b) | ((w - ones * 0x20) & ~w) | w) & tops;
+}
+
 /* p is at a '"'. Validates one JSON string as Jansson's lexer does: no raw
  * control bytes, valid UTF-8, known escapes, \u escapes that are not NUL
  * and whose surrogates pair up. Fills *t with the text between the quotes
- * (json = 1 if it has escapes) and returns the byte after the closing
+ * (raw, and esc if it has escapes) and returns the byte after the closing
  * quote, or NULL. */
 static const char *scan_string(const char *p, const char *end, struct text *t)
 {
@@ -851,8 +863,18 @@ static const char *scan_string(const char *p, const char *end, struct text *t)
 	size_t k;
 
 	t->p = (const char *)u;
-	t->json = 0;
+	t->raw = 1;
+	t->esc = 0;
 	while (u < e) {
+		uint64_t w;
+
+		if (e - u >= 8) {
+			memcpy(&w, u, 8);
+			if (!word_special(w)) {
+				u += 8;
+				continue;
+			}
+		}
 		if (*u == '"') {
 			t->n = (size_t)((const char *)u - t->p);
 			return (const char *)u + 1;
@@ -869,7 +891,7 @@ static const char *scan_string(const char *p, const char *end, struct text *t)
 			u += k;
 			continue;
 		}
-		t->json = 1;
+		t->esc = 1;
 		if (e - u < 2)
 			return NULL;
 		switch (u[1]) {
@@ -950,7 +972,7 @@ static int member_bit(const struct text *t, int parent)
 	};
 	size_t i;
 
-	if (t->json)
+	if (t->esc)
 		return 0;
 	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		if (names[i].parent == parent && strlen(names[i].name) == t->n &&
@@ -962,7 +984,7 @@ static int member_bit(const struct text *t, int parent)
 /* 1 if t (decoded) equals the C string s. */
 static int text_is(const struct text *t, const char *s)
 {
-	return !t->json && strlen(s) == t->n && memcmp(t->p, s, t->n) == 0;
+	return !t->esc && strlen(s) == t->n && memcmp(t->p, s, t->n) == 0;
 }
 
 /* Parses the members of the object whose '{' p is after, into *in; parent
@@ -1041,7 +1063,7 @@ static struct gw_msg *fast_decode(const char *data, size_t len,
 {
 	const char *end = data + len, *p;
 	struct msg_in in;
-	struct text dest = { NULL, 0, 0 };
+	struct text dest = { NULL, 0, 0, 0 };
 	struct gw_msg *m = NULL;
 	char ts[64];
 	int seen = 0;
@@ -1058,9 +1080,10 @@ static struct gw_msg *fast_decode(const char *data, size_t len,
 		need |= F_DEST | F_CHANNEL;
 	if ((seen & need) != need)
 		goto out;
-	/* What msg_check demands; each text needs decoding only if json. */
-	if (in.msg_id.json || !id_valid(in.msg_id.p, in.msg_id.n) ||
-	    in.channel_id.json || !id_valid(in.channel_id.p, in.channel_id.n) ||
+	/* What msg_check demands. Ids, compared and copied as they are, must
+	 * not have escapes; the other texts are decoded when written. */
+	if (in.msg_id.esc || !id_valid(in.msg_id.p, in.msg_id.n) ||
+	    in.channel_id.esc || !id_valid(in.channel_id.p, in.channel_id.n) ||
 	    in.author_id.n == 0 || in.content.n == 0 ||
 	    (in.author_name.p != NULL && in.author_name.n == 0))
 		goto out;
@@ -1068,14 +1091,13 @@ static struct gw_msg *fast_decode(const char *data, size_t len,
 		/* id is the sender's own server_id; the channel its own */
 		if (!text_is(&in.channel_id, hs->server_id) || !text_is(&dest, hs->channel_id))
 			goto out;
-		in.channel_id.p = hs->channel_id;
-		in.channel_id.n = strlen(hs->channel_id);
+		in.channel_id = dest;
 		in.sender = hs->server_id;
 	} else {
 		in.sender = hs->bot_id;
 	}
 	if (in.ts.p != NULL) {
-		if (in.ts.json || in.ts.n >= sizeof(ts))
+		if (in.ts.esc || in.ts.n >= sizeof(ts))
 			goto out;
 		memcpy(ts, in.ts.p, in.ts.n);
 		ts[in.ts.n] = '\0';

@@ -1131,6 +1131,38 @@ static void test_unicode_escapes(void **state)
 	proto_msg_unref(m);
 }
 
+/* Every kind of byte a string scan must stop at, at every offset of the
+ * first words of a content: the fast path and Jansson agree each time. */
+static void test_scan_every_offset(void **state)
+{
+	static const struct { const char *text; enum gw_reject want; } specials[] = {
+		{ "\\\"", GW_OK }, { "\\\\", GW_OK }, { "\\n", GW_OK }, { "\\u00e9", GW_OK },
+		{ "\\ud83d\\ude00", GW_OK }, { "\x7f", GW_OK }, { "\xc3\xa9", GW_OK },
+		{ "\xe2\x82\xac", GW_OK }, { "\xf0\x9f\x98\x80", GW_OK },
+		{ "\n", GW_REJECT_MALFORMED }, { "\x1f", GW_REJECT_MALFORMED },
+		{ "\xff", GW_REJECT_MALFORMED }, { "\xc3", GW_REJECT_MALFORMED },
+		{ "\xed\xa0\x80", GW_REJECT_MALFORMED }, { "\"", GW_REJECT_MALFORMED },
+		{ "\\ud83d", GW_REJECT_MALFORMED }, { "\\u0000", GW_REJECT_MALFORMED },
+	};
+	char content[64], json[256], idjson[512];
+	struct gw_msg *m;
+
+	(void)state;
+	for (size_t k = 0; k < ARRAY_LEN(specials); k++) {
+		for (int at = 0; at < 20; at++) {
+			memset(content, 'a', (size_t)at);
+			snprintf(content + at, sizeof(content) - (size_t)at, "%sbcdefghijklmnop",
+			         specials[k].text);
+			snprintf(json, sizeof(json), "{\"msg_id\":\"m\",\"id\":\"chan-1\",\"author\":"
+			         "{\"id\":\"a\"},\"content\":\"%s\"}", content);
+			m = NULL;
+			assert_int_equal(decode_both(&hs_bot, json, strlen(json), &m, idjson,
+			                             sizeof(idjson)), specials[k].want);
+			proto_msg_unref(m);
+		}
+	}
+}
+
 /* ---- replies ------------------------------------------------------------- */
 
 static void test_connected(void **state)
@@ -1507,6 +1539,7 @@ int main(void)
 		cmocka_unit_test(test_large_content),
 		cmocka_unit_test(test_unicode_roundtrip),
 		cmocka_unit_test(test_unicode_escapes),
+		cmocka_unit_test(test_scan_every_offset),
 		cmocka_unit_test(test_connected),
 		cmocka_unit_test(test_ack_plain),
 		cmocka_unit_test(test_ack_tricky_ids),
