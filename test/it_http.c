@@ -365,6 +365,9 @@ static void test_role_keys_and_sighup(void **state)
 	w = join(gw.port, "mod-key-2", mod, &code);
 	assert_int_equal(code, 200);
 	ws_free(w);
+	/* logged once the keys are in place, so maybe just after the 1008 */
+	for (int i = 0; i < 100 && !gw_log_contains(&gw, "reloaded"); i++)
+		sleep_ms(20);
 	assert_true(gw_log_contains(&gw, "reloaded"));
 	assert_false(gw_log_contains(&gw, "mod-key-"));
 	assert_int_equal(gw_stop(&gw, SIGTERM, 5000), 0);
