@@ -1,7 +1,8 @@
 /*
  * registry.c - connections, channels, the bot slot and the queues, under
  * one lock (see registry.h for why one). Routing appends frames to the
- * recipients' output buffers under the lock and flushes them after it.
+ * recipients' output buffers under the lock and flushes them after it (or
+ * leaves that to the end of the sender's burst, see struct gw_defer).
  */
 #include <errno.h>
 #include <pthread.h>
