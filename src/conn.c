@@ -163,7 +163,9 @@ static int pend_reserve(struct gw_conn *c, size_t need)
 		return 0;
 	if (pending_locked(c) + need > GW_OUT_MAX)
 		return -1;
-	cap = c->pend_cap ? c->pend_cap : 1024;
+	/* start small: most peers only ever get short replies, and the buffer
+	 * freed after a quiet spell stays resident as a hole in the heap */
+	cap = c->pend_cap ? c->pend_cap : 256;
 	while (cap < c->pend_len + need)
 		cap *= 2;
 	p = realloc(c->pend, cap);
