@@ -1112,21 +1112,19 @@ out:
 
 static enum gw_reject decode_message(const char *data, size_t len,
                                      const struct gw_handshake *hs, int64_t now_ms,
-                                     struct gw_msg **out, char *msg_id_json, size_t idlen,
-                                     int fast);
+                                     struct gw_msg **out, char *msg_id_json, size_t idlen);
 
-/* The decode runs with Jansson's allocations in an arena on its stack. */
+/* The Jansson decode, its allocations in an arena on its stack. */
 static enum gw_reject decode_in_arena(const char *data, size_t len,
                                       const struct gw_handshake *hs, int64_t now_ms,
-                                      struct gw_msg **out, char *msg_id_json, size_t idlen,
-                                      int fast)
+                                      struct gw_msg **out, char *msg_id_json, size_t idlen)
 {
 	_Alignas(16) char mem[ARENA_MESSAGE];
 	struct arena a = { mem, 0, sizeof(mem) }, *outer = arena;
 	enum gw_reject why;
 
 	arena = &a;
-	why = decode_message(data, len, hs, now_ms, out, msg_id_json, idlen, fast);
+	why = decode_message(data, len, hs, now_ms, out, msg_id_json, idlen);
 	arena = outer;
 	return why;
 }
@@ -1136,7 +1134,12 @@ enum gw_reject proto_decode_message(const char *data, size_t len,
                                     int64_t now_ms, struct gw_msg **out,
                                     char *msg_id_json, size_t idlen)
 {
-	return decode_in_arena(data, len, hs, now_ms, out, msg_id_json, idlen, 1);
+	/* The fast path first, outside the arena's frame: a reader thread
+	 * keeps every stack page it touched, and the fast path needs few. */
+	msg_id_echo(NULL, msg_id_json, idlen);
+	if (data != NULL && hs_usable(hs) && (*out = fast_decode(data, len, hs, now_ms)) != NULL)
+		return GW_OK;
+	return decode_in_arena(data, len, hs, now_ms, out, msg_id_json, idlen);
 }
 
 enum gw_reject proto_decode_message_ref(const char *data, size_t len,
@@ -1144,13 +1147,12 @@ enum gw_reject proto_decode_message_ref(const char *data, size_t len,
                                         int64_t now_ms, struct gw_msg **out,
                                         char *msg_id_json, size_t idlen)
 {
-	return decode_in_arena(data, len, hs, now_ms, out, msg_id_json, idlen, 0);
+	return decode_in_arena(data, len, hs, now_ms, out, msg_id_json, idlen);
 }
 
 static enum gw_reject decode_message(const char *data, size_t len,
                                      const struct gw_handshake *hs, int64_t now_ms,
-                                     struct gw_msg **out, char *msg_id_json, size_t idlen,
-                                     int fast)
+                                     struct gw_msg **out, char *msg_id_json, size_t idlen)
 {
 	struct msg_in in;
 	json_t *root;
@@ -1158,9 +1160,6 @@ static enum gw_reject decode_message(const char *data, size_t len,
 
 	*out = NULL;
 	msg_id_echo(NULL, msg_id_json, idlen);
-	if (fast && data != NULL && hs_usable(hs) &&
-	    (*out = fast_decode(data, len, hs, now_ms)) != NULL)
-		return GW_OK;
 	why = json_parse(data, len, &root);
 	if (why != GW_OK)
 		goto out;

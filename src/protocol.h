@@ -26,6 +26,7 @@ enum gw_reject {
 
 #define GW_JSON_MAX_DEPTH 32   /* checked before parsing: bounded stack use */
 #define GW_ID_MAX 256          /* longest msg_id/server_id/channel_id, bytes */
+#define GW_ACK_MAX (2 * GW_ID_MAX + 96)   /* any ack of an accepted msg_id fits */
 
 struct gw_handshake {
 	enum gw_role role;

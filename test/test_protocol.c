@@ -1235,6 +1235,25 @@ static void test_ack_tricky_ids(void **state)
 	assert_int_equal(proto_ack("completed", GW_ROLE_BOT, "abc", 1, buf, 65 + 3), 64 + 3);
 }
 
+/* The worst ack of a msg_id the decoder accepts fits GW_ACK_MAX: the
+ * longest id, all quotes (an accepted id has no control bytes). */
+static void test_ack_max(void **state)
+{
+	char json[4 * GW_ID_MAX], id[2 * GW_ID_MAX + 1], buf[GW_ACK_MAX];
+	struct gw_msg *m;
+
+	(void)state;
+	for (int i = 0; i < GW_ID_MAX; i++)
+		memcpy(id + 2 * i, "\\\"", 2);
+	id[2 * GW_ID_MAX] = '\0';
+	snprintf(json, sizeof(json), "{\"msg_id\":\"%s\",\"id\":\"chan-1\",\"author\":"
+	         "{\"id\":\"a\"},\"content\":\"c\"}", id);
+	m = accept(&hs_bot, json, strlen(json));
+	assert_int_equal(strlen(m->msg_id), GW_ID_MAX);
+	assert_true(proto_ack("completed", GW_ROLE_BOT, m->msg_id, 1, buf, sizeof(buf)) > 0);
+	proto_msg_unref(m);
+}
+
 /* Bytes that are not UTF-8 cannot reach the wire raw. */
 static void test_ack_invalid_utf8(void **state)
 {
@@ -1543,6 +1562,7 @@ int main(void)
 		cmocka_unit_test(test_connected),
 		cmocka_unit_test(test_ack_plain),
 		cmocka_unit_test(test_ack_tricky_ids),
+		cmocka_unit_test(test_ack_max),
 		cmocka_unit_test(test_ack_invalid_utf8),
 		cmocka_unit_test(test_error_replies),
 		cmocka_unit_test(test_format_time),
