@@ -1,4 +1,4 @@
-// Command ref-gateway is a BENCHMARK REFERENCE, not a product: the part of
+// Command gateway-go is a BENCHMARK REFERENCE, not a product: the part of
 // the HomesteadGateway /sync protocol that homestead-bench's flood, fanout,
 // big and idle scenarios use, written the usual way in Go with
 // gorilla/websocket, so the C gateway can be compared with it on the same work.
@@ -22,7 +22,12 @@
 // goroutine fed by a buffered channel; a recipient whose channel stays full
 // for writeWait is dropped.
 //
-// Usage: ref-gateway --port P --key K   (or HOMESTEAD_KEY); listens on 127.0.0.1.
+// Usage: gateway-go --port P --key K   (or HOMESTEAD_KEY); listens on 127.0.0.1.
+// Build, offline against Debian's golang-github-gorilla-websocket-dev:
+//
+//	GO111MODULE=off GOPATH=/usr/share/gocode go build -o gateway-go .
+//
+// (scripts/bench-compare.sh does this into BUILD_DIR/ref.)
 package main
 
 import (
@@ -331,7 +336,7 @@ func serveSync(w http.ResponseWriter, r *http.Request) {
 		c.role, c.serverID, c.channelID = "mod", hs.Data.ServerID, hs.Data.ChannelID
 	case hs.Type == "bot" && validID(hs.Data.BotID):
 		c.role = "bot"
-	case hs.Type == "mod" || hs.Type == "bot":
+	case hs.Type == "mod" || hs.Type == "bot" || hs.Type == "":
 		refuse = refusal("Malformed handshake.", 400)
 	default:
 		refuse = refusal("Unknown handshake.", 400)
@@ -355,7 +360,6 @@ func serveSync(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return
 		}
-		ws.SetReadDeadline(time.Now().Add(pongWait))
 		c.handle(data)
 	}
 }

@@ -138,6 +138,7 @@ function onMessage(ws, data) {
   let status = 'failed';
   const to = ws.role === 'mod' ? (bot ? [bot] : []) : (channels.get(m.id) || new Map()).values();
   for (const r of to) {
+    if (r.readyState !== r.OPEN) continue;
     r.send(text);
     status = 'completed';
   }
@@ -154,8 +155,9 @@ server.on('upgrade', (req, socket, head) => {
   const url = new URL(req.url, 'http://localhost');
   const key = url.searchParams.get('api_key') || req.headers['x-api-key'];
   if (url.pathname !== '/sync' || !keyOk(key)) {
-    const body = refusal('Unauthorized.', 401);
-    socket.end('HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\n' +
+    const [code, text] = url.pathname !== '/sync' ? [404, 'Not found'] : [401, 'Unauthorized'];
+    const body = refusal(text + '.', code);
+    socket.end(`HTTP/1.1 ${code} ${text}\r\nContent-Type: application/json\r\n` +
                `Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
     return;
   }
