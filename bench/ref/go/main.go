@@ -119,12 +119,9 @@ var hub = struct {
 }{mods: map[string]map[string]*client{}}
 
 var (
-	apiKey   []byte
-	upgrader = websocket.Upgrader{
-		ReadBufferSize:  4096,
-		WriteBufferSize: 4096,
-		CheckOrigin:     func(*http.Request) bool { return true },
-	}
+	apiKey []byte
+	// Buffer sizes left at 0: the HTTP server's 4 kB buffers are reused.
+	upgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
 )
 
 func validID(s string) bool {
