@@ -1,4 +1,5 @@
-# HomesteadGateway - see README.md. Targets: all run test asan tsan fuzz bench install clean.
+# HomesteadGateway - see README.md. Targets: all run test asan tsan fuzz bench bench-compare
+# install clean.
 # `make run` and `make test` first install what is missing (scripts/deps.sh).
 
 BUILD    ?= build
@@ -51,7 +52,8 @@ BINS := $(BUILD)/homestead-gateway $(BUILD)/homestead-client $(BUILD)/homestead-
 
 Q := $(if $(V),,@)
 .SECONDARY:
-.PHONY: all deps run test all-tests asan tsan bench fuzz install uninstall clean distclean
+.PHONY: all deps run test all-tests asan tsan bench bench-compare fuzz install uninstall clean \
+        distclean
 .DEFAULT_GOAL := all
 
 all: $(BINS)
@@ -67,6 +69,12 @@ run: deps
 bench: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)sh scripts/bench.sh $(BUILD)
+
+# The same scenarios against the Go and Node reference gateways in bench/ref;
+# the script installs their Debian packages itself (scripts/bench-compare.sh).
+bench-compare: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)sh scripts/bench-compare.sh $(BUILD)
 
 test: deps
 	$(Q)$(MAKE) --no-print-directory all-tests

@@ -52,14 +52,8 @@ elif [ "$nofile" != unlimited ] && [ "$nofile" -lt 10200 ]; then
 	echo "bench.sh: only $nofile file descriptors: idle holds $idle_mods mods" >&2
 fi
 
-hz=$(getconf CLK_TCK)
-
-# 1 if something listens on 127.0.0.1:$1 (from /proc, no extra tools).
-listening() {
-	hex=$(printf '%04X' "$1")
-	awk -v p=":$hex" '$4 == "0A" && substr($2, length($2) - 4) == p { f = 1 } END { exit !f }' \
-		/proc/net/tcp
-}
+# listening, pick_port, await_listen, settle, stop_server, val
+. "$(dirname "$0")/bench-lib.sh"
 
 # Starts the gateway on a free port with max_connections $1: sets $pid and
 # $port. (CivetWeb starts one worker per allowed connection, so each
@@ -78,8 +72,7 @@ sync = normal"
 	tries=0
 	while [ $tries -lt 10 ]; do
 		tries=$((tries + 1))
-		port=$((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 40000))
-		listening "$port" && continue
+		pick_port
 		mkdir -p "$dir/logs"
 		cat >"$dir/gateway.ini" <<EOF
 [gateway]
@@ -99,52 +92,11 @@ directory = $dir/logs
 EOF
 		"$gw" -c "$dir/gateway.ini" >"$dir/gateway.out" 2>&1 &
 		pid=$!
-		i=0
-		while [ $i -lt 200 ]; do
-			if ! kill -0 "$pid" 2>/dev/null; then
-				wait "$pid" 2>/dev/null
-				pid=
-				break
-			fi
-			listening "$port" && { settle; return 0; }
-			sleep 0.05
-			i=$((i + 1))
-		done
-		[ -n "$pid" ] && { kill -KILL "$pid"; wait "$pid" 2>/dev/null; pid=; }
+		await_listen && return 0
 	done
 	echo "bench.sh: the gateway did not start; its output:" >&2
 	cat "$dir/gateway.out" >&2
 	return 1
-}
-
-# Waits (30 s at most) until the gateway's thread count stops moving: CivetWeb
-# may still be starting its workers when the port already listens, and a
-# scenario should not measure that.
-settle() {
-	last=-1 same=0 i=0
-	while [ $i -lt 150 ] && [ $same -lt 3 ]; do
-		n=$(awk '/^Threads:/ { print $2 }' "/proc/$pid/status" 2>/dev/null)
-		if [ "$n" = "$last" ]; then same=$((same + 1)); else same=0; fi
-		last=$n
-		sleep 0.2
-		i=$((i + 1))
-	done
-}
-
-# Reads the gateway's peak RSS (MB) and CPU time (s), then stops it.
-stop_gw() {
-	hwm=$(awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$pid/status" 2>/dev/null)
-	cpu=$(awk -v hz="$hz" '{ sub(/.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' \
-		"/proc/$pid/stat" 2>/dev/null)
-	kill -TERM "$pid" 2>/dev/null
-	i=0
-	while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do
-		sleep 0.1
-		i=$((i + 1))
-	done
-	kill -KILL "$pid" 2>/dev/null
-	wait "$pid" 2>/dev/null
-	pid=
 }
 
 args_of() {
@@ -171,11 +123,6 @@ args_of() {
 	fi
 }
 
-# value of key=value in $line
-val() {
-	printf '%s\n' "$line" | tr ' ' '\n' | sed -n "s/^$1=//p" | head -n 1
-}
-
 results=$dir/results
 : >"$results"
 failed=0
@@ -196,7 +143,7 @@ for sc in $only; do
 		# shellcheck disable=SC2046
 		line=$(timeout 180 "$bench" "$sc" --port "$port" --pid "$pid" $(args_of "$sc"))
 		rc=$?
-		stop_gw
+		stop_server
 		echo "$line"
 		if [ $rc -ne 0 ]; then
 			failed=1

@@ -1,0 +1,217 @@
+#!/bin/sh
+# Runs homestead-bench's flood, fanout, big and idle scenarios against
+# HomesteadGateway and against the two benchmark references in bench/ref (Go
+# with gorilla/websocket, Node with ws: the same /sync subset, in memory, no
+# queues) and prints one table. Each scenario gets a fresh server process on a
+# fresh loopback port, so its peak RSS (VmHWM) and CPU time are that
+# scenario's alone; the figures are read from /proc/PID of the server process
+# itself (the gateway binary, the Go binary, node), never of a wrapper.
+#
+# The references' toolchains come from Debian packages only, installed here
+# with apt-get when missing (golang-go, golang-github-gorilla-websocket-dev,
+# nodejs, node-ws); the Go one is built offline (GOPATH mode, no module
+# download) into BUILD_DIR/ref.
+#
+# Usage: scripts/bench-compare.sh [BUILD_DIR]          (make bench-compare)
+# Environment:
+#   BENCH_QUICK=1         small counts (a few seconds each), for a smoke run
+#   BENCH_RUNS=N          run each scenario N times per server, show the median
+#                         run (by msg/s, deliveries/s, MB/s, bring-up time)
+#   BENCH_ONLY="flood big"        only these scenarios (flood fanout big idle)
+#   BENCH_SERVERS="homestead go"  only these servers (homestead go node)
+#   BENCH_IDLE_MODS=N     mods idle holds (default 2000; quick: 200)
+#   BENCH_KEEP=1          keep the temp folder (config, server output)
+# Columns: as scripts/bench.sh: bench = homestead-bench's own CPU (% of one
+# core) while measuring; CPU = the server's CPU (% of one core) over the same
+# span; CPU s and peak RSS = the server's utime+stime and VmHWM over its whole
+# life (start-up included).
+build=${1:-build}
+top=$(cd "$(dirname "$0")/.." && pwd)
+gw=$build/homestead-gateway
+bench=$build/homestead-bench
+quick=${BENCH_QUICK:-0}
+only=${BENCH_ONLY:-"flood fanout big idle"}
+servers=${BENCH_SERVERS:-"homestead go node"}
+runs=${BENCH_RUNS:-1}
+refnode=$top/bench/ref/node/gateway.js
+gocode=/usr/share/gocode
+nodelib=/usr/share/nodejs
+
+for b in "$gw" "$bench"; do
+	[ -x "$b" ] || { echo "bench-compare.sh: $b is missing: run make first" >&2; exit 2; }
+done
+
+# listening, pick_port, await_listen, settle, stop_server, val
+. "$top/scripts/bench-lib.sh"
+
+# ---- the references' toolchains (Debian packages) and the Go build ----------
+
+need=
+command -v go >/dev/null 2>&1 || need="$need golang-go"
+[ -f "$gocode/src/github.com/gorilla/websocket/conn.go" ] ||
+	need="$need golang-github-gorilla-websocket-dev"
+command -v node >/dev/null 2>&1 || need="$need nodejs"
+[ -f "$nodelib/ws/package.json" ] || need="$need node-ws"
+if [ -n "$need" ]; then
+	echo "bench-compare.sh: installing$need"
+	if [ "$(id -u)" != 0 ]; then
+		echo "bench-compare.sh: not root: run apt-get install$need first" >&2
+		exit 2
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	# shellcheck disable=SC2086
+	if ! apt-get update -qq || ! apt-get install -y -qq --no-install-recommends $need >/dev/null
+	then
+		echo "bench-compare.sh: apt-get install$need failed" >&2
+		exit 2
+	fi
+fi
+
+# GOPATH mode against Debian's sources: nothing is fetched.
+mkdir -p "$build/ref"
+refdir=$(cd "$build/ref" && pwd)
+refgo=$refdir/gateway-go
+(cd "$top/bench/ref/go" && GO111MODULE=off GOPATH=$gocode GOCACHE=$refdir/gocache GOFLAGS='' \
+	GOPROXY=off GOTOOLCHAIN=local go build -o "$refgo" .) ||
+	{ echo "bench-compare.sh: building the Go reference failed" >&2; exit 2; }
+
+dir=$(mktemp -d /tmp/homestead-compare.XXXXXX) || exit 2
+pid=
+cleanup() {
+	[ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null
+	[ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$dir"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A fresh random key, given to the servers and the bench through the environment.
+HOMESTEAD_KEY=bench-$(od -An -N8 -tx8 /dev/urandom | tr -d ' \n')
+export HOMESTEAD_KEY
+
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -H -n)" 2>/dev/null
+idle_mods=${BENCH_IDLE_MODS:-2000}
+[ "$quick" = 1 ] && idle_mods=${BENCH_IDLE_MODS:-200}
+
+# Starts server $1 (homestead, go, node) for scenario $2 on a free port: sets
+# $pid and $port. Each server is a simple command run in the background, so
+# $! is the server process itself, not a shell.
+start_server() {
+	maxc=256
+	[ "$2" = idle ] && maxc=$idle_mods
+	tries=0
+	while [ $tries -lt 10 ]; do
+		tries=$((tries + 1))
+		pick_port
+		case $1 in
+		homestead)
+			# as scripts/bench.sh: queues in memory, CivetWeb workers for
+			# what the scenario needs
+			mkdir -p "$dir/logs"
+			cat >"$dir/gateway.ini" <<EOF
+[gateway]
+listen = 127.0.0.1
+http_port = $port
+api_key = $HOMESTEAD_KEY
+max_connections = $maxc
+queue_max = 100000
+queue_bytes_max = 64
+
+[store]
+path =
+
+[log]
+level = warn
+directory = $dir/logs
+EOF
+			"$gw" -c "$dir/gateway.ini" >"$dir/server.out" 2>&1 &
+			;;
+		go)
+			"$refgo" --port "$port" >"$dir/server.out" 2>&1 &
+			;;
+		node)
+			NODE_PATH=$nodelib node "$refnode" --port "$port" >"$dir/server.out" 2>&1 &
+			;;
+		*)
+			echo "bench-compare.sh: unknown server '$1' (homestead, go, node)" >&2
+			return 1
+			;;
+		esac
+		pid=$!
+		await_listen && return 0
+	done
+	echo "bench-compare.sh: $1 did not start; its output:" >&2
+	cat "$dir/server.out" >&2
+	return 1
+}
+
+# The same counts as scripts/bench.sh, but idle holds $idle_mods.
+args_of() {
+	if [ "$quick" = 1 ]; then
+		case $1 in
+		flood) echo "--mods 16 --channels 16 --window 32 --size 100 --count 3000" ;;
+		fanout) echo "--mods 50 --window 32 --count 200" ;;
+		big) echo "--mods 4 --window 4 --size 1048576 --count 16" ;;
+		idle) echo "--mods $idle_mods --sample 1" ;;
+		esac
+	else
+		case $1 in
+		flood) echo "--mods 16 --channels 16 --window 32 --size 100 --duration 5" ;;
+		fanout) echo "--mods 50 --window 32 --size 100 --duration 5" ;;
+		big) echo "--mods 4 --window 4 --size 1048576 --duration 5" ;;
+		idle) echo "--mods $idle_mods --sample 5" ;;
+		esac
+	fi
+}
+
+results=$dir/results
+: >"$results"
+failed=0
+echo "homestead-bench compare: $(nproc) CPUs, $(uname -sr); quick=$quick runs=$runs"
+echo "  go $(go env GOVERSION), gorilla/websocket" \
+	"$(dpkg-query -W -f='${Version}' golang-github-gorilla-websocket-dev 2>/dev/null);" \
+	"node $(node --version), ws $(sed -n 's/^ *"version": *"\(.*\)".*/\1/p' "$nodelib/ws/package.json")"
+for sc in $only; do
+	for srv in $servers; do
+		: >"$dir/runs"
+		bad=
+		r=0
+		while [ $r -lt "$runs" ]; do
+			r=$((r + 1))
+			start_server "$srv" "$sc" || exit 1
+			echo "+ [$srv] homestead-bench $sc $(args_of "$sc")"
+			# shellcheck disable=SC2046
+			line=$(timeout 180 "$bench" "$sc" --port "$port" --pid "$pid" $(args_of "$sc"))
+			rc=$?
+			stop_server
+			echo "$line"
+			if [ $rc -ne 0 ]; then
+				failed=1
+				bad="no (exit $rc)"
+				echo "bench-compare.sh: $sc on $srv failed (exit $rc)" >&2
+			fi
+			# the figure the median is taken on, then what the table shows
+			case $sc in
+			flood) key=$(val rate); fig="$(val rate) msg/s" ;;
+			fanout) key=$(val rate); fig="$(val rate) deliveries/s" ;;
+			big) key=$(val mb_per_s); fig="$(val mb_per_s) MB/s" ;;
+			idle) key=$(val up_secs); fig="$(val up)/$(val mods) up in $(val up_secs) s, RSS $(val gw_rss_mb) MB" ;;
+			esac
+			ok=$(val delivered_ok)
+			[ -n "$ok" ] || ok=$(val all_up)
+			printf '%s|%s|%s|%s|%s|%s|%s|%s|%s\n' "${key:-0}" "$sc" "$srv" "$fig" "${ok:-no}" \
+				"$(val bench_cpu)" "$(val gw_cpu)" "${cpu:-?}" "${hwm:-?}" >>"$dir/runs"
+		done
+		# the median run by its figure (the middle one of the sorted runs)
+		sort -t'|' -k1,1g "$dir/runs" | sed -n "$(((runs + 1) / 2))p" | cut -d'|' -f2- |
+			awk -F'|' -v bad="$bad" 'BEGIN { OFS = "|" } { if (bad != "") $4 = bad; print }' \
+			>>"$results"
+	done
+done
+
+echo
+[ "$runs" -gt 1 ] && echo "(median of $runs runs, each on a fresh server process)"
+awk -F'|' 'BEGIN { printf "%-8s %-9s %-40s %-4s %-6s %-7s %-7s %s\n", "scenario", "server", \
+	"figure", "ok", "bench", "CPU", "CPU s", "peak RSS MB" }
+	{ printf "%-8s %-9s %-40s %-4s %-6s %-7s %-7s %s\n", $1, $2, $3, $4, $5, $6, $7, $8 }' \
+	"$results"
+exit $failed
