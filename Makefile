@@ -70,7 +70,7 @@ bench: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)sh scripts/bench.sh $(BUILD)
 
-# The same scenarios against the Go and Node reference gateways in bench/ref;
+# The same scenarios against the Go and Node reference gateways in scripts/bench-ref;
 # the script installs their Debian packages itself (scripts/bench-compare.sh).
 bench-compare: deps
 	$(Q)$(MAKE) --no-print-directory all

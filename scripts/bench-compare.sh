@@ -1,6 +1,6 @@
 #!/bin/sh
 # Runs homestead-bench's flood, fanout, big and idle scenarios against
-# HomesteadGateway and against the two benchmark references in bench/ref (Go
+# HomesteadGateway and against the two benchmark references in scripts/bench-ref (Go
 # with gorilla/websocket, Node with ws: the same /sync subset, in memory, no
 # queues) and prints one table. Each scenario gets a fresh server process on a
 # fresh loopback port, so its peak RSS (VmHWM) and CPU time are that
@@ -33,7 +33,7 @@ quick=${BENCH_QUICK:-0}
 only=${BENCH_ONLY:-"flood fanout big idle"}
 servers=${BENCH_SERVERS:-"homestead go node"}
 runs=${BENCH_RUNS:-1}
-refnode=$top/bench/ref/node/gateway.js
+refnode=$top/scripts/bench-ref/node/gateway.js
 gocode=/usr/share/gocode
 nodelib=/usr/share/nodejs
 
@@ -71,7 +71,7 @@ fi
 mkdir -p "$build/ref"
 refdir=$(cd "$build/ref" && pwd)
 refgo=$refdir/gateway-go
-(cd "$top/bench/ref/go" && GO111MODULE=off GOPATH=$gocode GOCACHE=$refdir/gocache GOFLAGS='' \
+(cd "$top/scripts/bench-ref/go" && GO111MODULE=off GOPATH=$gocode GOCACHE=$refdir/gocache GOFLAGS='' \
 	GOPROXY=off GOTOOLCHAIN=local go build -o "$refgo" .) ||
 	{ echo "bench-compare.sh: building the Go reference failed" >&2; exit 2; }
 
