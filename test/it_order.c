@@ -226,6 +226,8 @@ static void test_stuck_bot_dropped_others_flow(void **state)
 
 /* ---- bursts: several frames in one write ---------------------------------- */
 
+#define MORE_MODS 69   /* with s1: 70 mods on one channel */
+
 /* Appends one masked text frame carrying text to buf; returns its length. */
 static size_t put_frame(unsigned char *buf, const char *text)
 {
@@ -297,7 +299,7 @@ static void test_burst_not_held_back(void **state)
 	struct ws_frame f;
 
 	(void)state;
-	assert_int_equal(gw_start(&gw, NULL), 0);
+	assert_int_equal(gw_start(&gw, "[gateway]\nmax_connections = 128\n"), 0);
 	b = gw_bot(&gw, "b1");
 	m = gw_mod(&gw, "s1", "c1");
 	assert_non_null(b);
@@ -332,12 +334,17 @@ static void test_burst_not_held_back(void **state)
 	ws_frame_free(&f);
 	expect_msgs(b, 21, 31);
 
-	/* the bot's burst reaches every mod of the channel, in order */
+	/* the bot's burst reaches every mod of the channel, in order: more
+	 * mods than a reader holds back flushes for (GW_DEFER_MAX, 64) */
 	{
-		struct ws *m2 = gw_mod(&gw, "s2", "c1");
+		struct ws *more[MORE_MODS];
 		char text[256];
 
-		assert_non_null(m2);
+		for (int i = 0; i < MORE_MODS; i++) {
+			snprintf(text, sizeof(text), "s%d", i + 2);
+			more[i] = gw_mod(&gw, text, "c1");
+			assert_non_null(more[i]);
+		}
 		n = 0;
 		for (int i = 0; i < 30; i++) {
 			snprintf(text, sizeof(text), "{\"msg_id\":\"b%d\",\"id\":\"c1\","
@@ -346,7 +353,8 @@ static void test_burst_not_held_back(void **state)
 		}
 		assert_int_equal(ws_send_raw(b, buf, n), 0);
 		expect_msgs(m, 0, 30);
-		expect_msgs(m2, 0, 30);
+		for (int i = 0; i < MORE_MODS; i++)
+			expect_msgs(more[i], 0, 30);
 		for (int i = 0; i < 30; i++) {
 			char id[16];
 
@@ -356,7 +364,8 @@ static void test_burst_not_held_back(void **state)
 			assert_string_equal(it_str(j, "status"), "completed");
 			json_decref(j);
 		}
-		ws_free(m2);
+		for (int i = 0; i < MORE_MODS; i++)
+			ws_free(more[i]);
 	}
 	ws_free(m);
 	ws_free(b);
