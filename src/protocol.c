@@ -957,8 +957,9 @@ enum {
 	F_AUTHOR_ID = 1 << 7, F_AUTHOR_NAME = 1 << 8, F_CHANNEL = 1 << 9,
 };
 
-/* Which member key t names (in the object at `depth`: 0 top level, else
- * inside `parent`), or 0 if it is not one the fast path takes. */
+/* Which member key t names in an object inside `parent` (0: the top
+ * level, else F_AUTHOR or F_DEST), or 0 if it is not one the fast path
+ * takes. */
 static int member_bit(const struct text *t, int parent)
 {
 	static const struct {
