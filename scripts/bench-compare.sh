@@ -41,7 +41,7 @@ for b in "$gw" "$bench"; do
 	[ -x "$b" ] || { echo "bench-compare.sh: $b is missing: run make first" >&2; exit 2; }
 done
 
-# listening, pick_port, await_listen, settle, stop_server, val
+# pick_port, await_listen, write_gw_ini, args_of, run_scenario, add_median
 . "$top/scripts/bench-lib.sh"
 
 # ---- the references' toolchains (Debian packages) and the Go build ----------
@@ -104,25 +104,7 @@ start_server() {
 		pick_port
 		case $1 in
 		homestead)
-			# as scripts/bench.sh: queues in memory, CivetWeb workers for
-			# what the scenario needs
-			mkdir -p "$dir/logs"
-			cat >"$dir/gateway.ini" <<EOF
-[gateway]
-listen = 127.0.0.1
-http_port = $port
-api_key = $HOMESTEAD_KEY
-max_connections = $maxc
-queue_max = 100000
-queue_bytes_max = 64
-
-[store]
-path =
-
-[log]
-level = warn
-directory = $dir/logs
-EOF
+			write_gw_ini "$maxc"   # as scripts/bench.sh, queues in memory
 			"$gw" -c "$dir/gateway.ini" >"$dir/server.out" 2>&1 &
 			;;
 		go)
@@ -144,25 +126,6 @@ EOF
 	return 1
 }
 
-# The same counts as scripts/bench.sh, but idle holds $idle_mods.
-args_of() {
-	if [ "$quick" = 1 ]; then
-		case $1 in
-		flood) echo "--mods 16 --channels 16 --window 32 --size 100 --count 3000" ;;
-		fanout) echo "--mods 50 --window 32 --count 200" ;;
-		big) echo "--mods 4 --window 4 --size 1048576 --count 16" ;;
-		idle) echo "--mods $idle_mods --sample 1" ;;
-		esac
-	else
-		case $1 in
-		flood) echo "--mods 16 --channels 16 --window 32 --size 100 --duration 5" ;;
-		fanout) echo "--mods 50 --window 32 --size 100 --duration 5" ;;
-		big) echo "--mods 4 --window 4 --size 1048576 --duration 5" ;;
-		idle) echo "--mods $idle_mods --sample 5" ;;
-		esac
-	fi
-}
-
 results=$dir/results
 : >"$results"
 failed=0
@@ -170,48 +133,25 @@ echo "homestead-bench compare: $(nproc) CPUs, $(uname -sr); quick=$quick runs=$r
 echo "  go $(go env GOVERSION), gorilla/websocket" \
 	"$(dpkg-query -W -f='${Version}' golang-github-gorilla-websocket-dev 2>/dev/null);" \
 	"node $(node --version), ws $(sed -n 's/^ *"version": *"\(.*\)".*/\1/p' "$nodelib/ws/package.json")"
+: >"$dir/runs"
+bad=
 for sc in $only; do
 	for srv in $servers; do
-		: >"$dir/runs"
-		bad=
+		tag="[$srv] "
 		r=0
 		while [ $r -lt "$runs" ]; do
 			r=$((r + 1))
 			start_server "$srv" "$sc" || exit 1
-			echo "+ [$srv] homestead-bench $sc $(args_of "$sc")"
-			# shellcheck disable=SC2046
-			line=$(timeout 180 "$bench" "$sc" --port "$port" --pid "$pid" $(args_of "$sc"))
-			rc=$?
-			stop_server
-			echo "$line"
-			if [ $rc -ne 0 ]; then
-				failed=1
-				bad="no (exit $rc)"
-				echo "bench-compare.sh: $sc on $srv failed (exit $rc)" >&2
-			fi
-			# the figure the median is taken on, then what the table shows
-			case $sc in
-			flood) key=$(val rate); fig="$(val rate) msg/s" ;;
-			fanout) key=$(val rate); fig="$(val rate) deliveries/s" ;;
-			big) key=$(val mb_per_s); fig="$(val mb_per_s) MB/s" ;;
-			idle) key=$(val up_secs); fig="$(val up)/$(val mods) up in $(val up_secs) s, RSS $(val gw_rss_mb) MB" ;;
-			esac
-			ok=$(val delivered_ok)
-			[ -n "$ok" ] || ok=$(val all_up)
-			printf '%s|%s|%s|%s|%s|%s|%s|%s|%s\n' "${key:-0}" "$sc" "$srv" "$fig" "${ok:-no}" \
-				"$(val bench_cpu)" "$(val gw_cpu)" "${cpu:-?}" "${hwm:-?}" >>"$dir/runs"
+			run_scenario "$sc" "$sc|$srv"
 		done
-		# the median run by its figure (the middle one of the sorted runs)
-		sort -t'|' -k1,1g "$dir/runs" | sed -n "$(((runs + 1) / 2))p" | cut -d'|' -f2- |
-			awk -F'|' -v bad="$bad" 'BEGIN { OFS = "|" } { if (bad != "") $4 = bad; print }' \
-			>>"$results"
+		add_median "$runs"
 	done
 done
 
 echo
 [ "$runs" -gt 1 ] && echo "(median of $runs runs, each on a fresh server process)"
-awk -F'|' 'BEGIN { printf "%-8s %-9s %-40s %-4s %-6s %-7s %-7s %s\n", "scenario", "server", \
+awk -F'|' 'BEGIN { printf "%-8s %-9s %-52s %-4s %-6s %-7s %-7s %s\n", "scenario", "server", \
 	"figure", "ok", "bench", "CPU", "CPU s", "peak RSS MB" }
-	{ printf "%-8s %-9s %-40s %-4s %-6s %-7s %-7s %s\n", $1, $2, $3, $4, $5, $6, $7, $8 }' \
+	{ printf "%-8s %-9s %-52s %-4s %-6s %-7s %-7s %s\n", $1, $2, $3, $4, $5, $6, $7, $8 }' \
 	"$results"
 exit $failed

@@ -1,6 +1,7 @@
 # Shell helpers shared by scripts/bench.sh and scripts/bench-compare.sh
 # (sourced, POSIX sh). They work on the server under test through two
-# globals: $pid (its process) and $port.
+# globals: $pid (its process) and $port; the runs use the script's $bench,
+# $dir, $quick, $idle_mods and $tag (a prefix for the command echoed).
 
 hz=$(getconf CLK_TCK)
 
@@ -74,4 +75,103 @@ stop_server() {
 # value of key=value in $line
 val() {
 	printf '%s\n' "$line" | tr ' ' '\n' | sed -n "s/^$1=//p" | head -n 1
+}
+
+# Writes $dir/gateway.ini for the gateway on $port with max_connections $1.
+# With $2, queues go to the SQLite file $2 (a fresh one), up to 1 GB;
+# without, they stay in memory.
+write_gw_ini() {
+	store="path ="
+	qbytes=64
+	if [ -n "$2" ]; then
+		rm -f "$2" "$2-wal" "$2-shm" "$2-journal"
+		store="path = $2
+sync = normal"
+		qbytes=1024
+	fi
+	mkdir -p "$dir/logs"
+	cat >"$dir/gateway.ini" <<EOF
+[gateway]
+listen = 127.0.0.1
+http_port = $port
+api_key = $HOMESTEAD_KEY
+max_connections = $1
+queue_max = 100000
+queue_bytes_max = $qbytes
+
+[store]
+$store
+
+[log]
+level = warn
+directory = $dir/logs
+EOF
+}
+
+# homestead-bench's arguments for scenario $1 ($quick: small counts).
+args_of() {
+	if [ "$quick" = 1 ]; then
+		case $1 in
+		flood) echo "--mods 16 --channels 16 --window 32 --size 100 --count 3000" ;;
+		rate) echo "--mods 16 --rate 2000 --duration 1" ;;
+		fanout) echo "--mods 50 --window 32 --count 200" ;;
+		idle) echo "--mods $idle_mods --sample 1" ;;
+		churn) echo "--duration ${BENCH_CHURN_SECS:-2}" ;;
+		big) echo "--mods 4 --window 4 --size 1048576 --count 16" ;;
+		queue) echo "--mods 16 --channels 16 --window 32 --size 100 --count 2000" ;;
+		esac
+	else
+		case $1 in
+		flood) echo "--mods 16 --channels 16 --window 32 --size 100 --duration 5" ;;
+		rate) echo "--mods 16 --rate 14000 --duration 5" ;;
+		fanout) echo "--mods 50 --window 32 --size 100 --duration 5" ;;
+		idle) echo "--mods $idle_mods --sample 5" ;;
+		churn) echo "--duration ${BENCH_CHURN_SECS:-60}" ;;
+		big) echo "--mods 4 --window 4 --size 1048576 --duration 5" ;;
+		queue) echo "--mods 16 --channels 16 --window 32 --size 100 --count 50000" ;;
+		esac
+	fi
+}
+
+# Runs scenario $1 against the server, stops the server and adds a row to
+# $dir/runs: key|$2|figure|ok|bench CPU|server CPU|CPU s|peak RSS, where
+# key is what the median is taken on and $2 names the row (the scenario,
+# or scenario|server). A failed run sets $failed and $bad.
+run_scenario() {
+	echo "+ ${tag}homestead-bench $1 $(args_of "$1")"
+	# shellcheck disable=SC2046
+	line=$(timeout 180 "$bench" "$1" --port "$port" --pid "$pid" $(args_of "$1"))
+	rc=$?
+	stop_server
+	echo "$line"
+	if [ $rc -ne 0 ]; then
+		failed=1
+		bad="no (exit $rc)"
+		echo "${0##*/}: $2 failed (exit $rc)" >&2
+	fi
+	case $1 in
+	flood) key=$(val rate); fig="$(val rate) msg/s" ;;
+	rate) key=$(val p99_us); fig="p50 $(val p50_us) us, p99 $(val p99_us) us, max $(val max_us) us at $(val achieved)/s" ;;
+	fanout) key=$(val rate); fig="$(val rate) deliveries/s" ;;
+	idle) key=$(val up_secs); fig="$(val up)/$(val mods) up in $(val up_secs) s, RSS $(val gw_rss_mb) MB, CPU $(val gw_cpu) idle" ;;
+	churn) key=$(val rate); fig="$(val rate)/s, $(val failed) failed, threads $(val gw_threads_start)->$(val gw_threads), RSS $(val gw_rss_start_mb)->$(val gw_rss_mb) MB" ;;
+	big) key=$(val mb_per_s); fig="$(val mb_per_s) MB/s" ;;
+	queue) key=$(val rate); fig="$(val rate) msg/s queued (sync=normal), drained at $(val drain_rate) msg/s" ;;
+	esac
+	ok=$(val delivered_ok)
+	[ -n "$ok" ] || ok=$(val all_up)
+	[ -n "$ok" ] || ok=$(val all_ok)
+	printf '%s|%s|%s|%s|%s|%s|%s|%s\n' "${key:-0}" "$2" "$fig" "${ok:-no}" \
+		"$(val bench_cpu)" "$(val gw_cpu)" "${cpu:-?}" "${hwm:-?}" >>"$dir/runs"
+}
+
+# Appends the median of the $1 rows in $dir/runs (sorted by key: the middle
+# one) to $dir/results, without its key; if a run failed ($bad) its ok
+# column says so. Then empties $dir/runs and $bad for the next scenario.
+add_median() {
+	sort -t'|' -k1,1g "$dir/runs" | sed -n "$((($1 + 1) / 2))p" | cut -d'|' -f2- |
+		awk -F'|' -v bad="$bad" 'BEGIN { OFS = "|" } { if (bad != "") $(NF - 4) = bad; print }' \
+		>>"$dir/results"
+	: >"$dir/runs"
+	bad=
 }

@@ -52,7 +52,7 @@ elif [ "$nofile" != unlimited ] && [ "$nofile" -lt 10200 ]; then
 	echo "bench.sh: only $nofile file descriptors: idle holds $idle_mods mods" >&2
 fi
 
-# listening, pick_port, await_listen, settle, stop_server, val
+# pick_port, await_listen, write_gw_ini, args_of, run_scenario, add_median
 . "$(dirname "$0")/bench-lib.sh"
 
 # Starts the gateway on a free port with max_connections $1: sets $pid and
@@ -61,35 +61,11 @@ fi
 # With $2, queues go to the SQLite file $2 (a fresh one), up to 1 GB;
 # without, they stay in memory.
 start_gw() {
-	store="path ="
-	qbytes=64
-	if [ -n "$2" ]; then
-		rm -f "$2" "$2-wal" "$2-shm" "$2-journal"
-		store="path = $2
-sync = normal"
-		qbytes=1024
-	fi
 	tries=0
 	while [ $tries -lt 10 ]; do
 		tries=$((tries + 1))
 		pick_port
-		mkdir -p "$dir/logs"
-		cat >"$dir/gateway.ini" <<EOF
-[gateway]
-listen = 127.0.0.1
-http_port = $port
-api_key = $HOMESTEAD_KEY
-max_connections = $1
-queue_max = 100000
-queue_bytes_max = $qbytes
-
-[store]
-$store
-
-[log]
-level = warn
-directory = $dir/logs
-EOF
+		write_gw_ini "$1" "$2"
 		"$gw" -c "$dir/gateway.ini" >"$dir/gateway.out" 2>&1 &
 		pid=$!
 		await_listen && return 0
@@ -99,38 +75,14 @@ EOF
 	return 1
 }
 
-args_of() {
-	if [ "$quick" = 1 ]; then
-		case $1 in
-		flood) echo "--mods 16 --channels 16 --window 32 --size 100 --count 3000" ;;
-		rate) echo "--mods 16 --rate 2000 --duration 1" ;;
-		fanout) echo "--mods 50 --window 32 --count 200" ;;
-		idle) echo "--mods $idle_mods --sample 1" ;;
-		churn) echo "--duration ${BENCH_CHURN_SECS:-2}" ;;
-		big) echo "--mods 4 --window 4 --size 1048576 --count 16" ;;
-		queue) echo "--mods 16 --channels 16 --window 32 --size 100 --count 2000" ;;
-		esac
-	else
-		case $1 in
-		flood) echo "--mods 16 --channels 16 --window 32 --size 100 --duration 5" ;;
-		rate) echo "--mods 16 --rate 14000 --duration 5" ;;
-		fanout) echo "--mods 50 --window 32 --size 100 --duration 5" ;;
-		idle) echo "--mods $idle_mods --sample 5" ;;
-		churn) echo "--duration ${BENCH_CHURN_SECS:-60}" ;;
-		big) echo "--mods 4 --window 4 --size 1048576 --duration 5" ;;
-		queue) echo "--mods 16 --channels 16 --window 32 --size 100 --count 50000" ;;
-		esac
-	fi
-}
-
 results=$dir/results
 : >"$results"
 failed=0
 runs=${BENCH_RUNS:-1}
 echo "homestead-bench: $(nproc) CPUs, $(uname -sr); quick=$quick runs=$runs"
+: >"$dir/runs"
+bad=
 for sc in $only; do
-	: >"$dir/runs"
-	bad=
 	r=0
 	while [ $r -lt "$runs" ]; do
 		r=$((r + 1))
@@ -139,37 +91,9 @@ for sc in $only; do
 		[ "$sc" = idle ] && maxc=$idle_mods
 		[ "$sc" = queue ] && db=$dir/queue.db
 		start_gw "$maxc" "$db" || exit 1
-		echo "+ homestead-bench $sc $(args_of "$sc")"
-		# shellcheck disable=SC2046
-		line=$(timeout 180 "$bench" "$sc" --port "$port" --pid "$pid" $(args_of "$sc"))
-		rc=$?
-		stop_server
-		echo "$line"
-		if [ $rc -ne 0 ]; then
-			failed=1
-			bad="no (exit $rc)"
-			echo "bench.sh: $sc failed (exit $rc)" >&2
-		fi
-		# the figure the median is taken on, then what the table shows
-		case $sc in
-		flood) key=$(val rate); fig="$(val rate) msg/s" ;;
-		rate) key=$(val p99_us); fig="p50 $(val p50_us) us, p99 $(val p99_us) us, max $(val max_us) us at $(val achieved)/s" ;;
-		fanout) key=$(val rate); fig="$(val rate) deliveries/s" ;;
-		idle) key=$(val up_secs); fig="$(val up)/$(val mods) up in $(val up_secs) s, RSS $(val gw_rss_mb) MB, CPU $(val gw_cpu) idle" ;;
-		churn) key=$(val rate); fig="$(val rate)/s, $(val failed) failed, threads $(val gw_threads_start)->$(val gw_threads), RSS $(val gw_rss_start_mb)->$(val gw_rss_mb) MB" ;;
-		big) key=$(val mb_per_s); fig="$(val mb_per_s) MB/s" ;;
-		queue) key=$(val rate); fig="$(val rate) msg/s queued (sync=normal), drained at $(val drain_rate) msg/s" ;;
-		esac
-		ok=$(val delivered_ok)
-		[ -n "$ok" ] || ok=$(val all_up)
-		[ -n "$ok" ] || ok=$(val all_ok)
-		printf '%s|%s|%s|%s|%s|%s|%s|%s\n' "${key:-0}" "$sc" "$fig" "${ok:-no}" \
-			"$(val bench_cpu)" "$(val gw_cpu)" "${cpu:-?}" "${hwm:-?}" >>"$dir/runs"
+		run_scenario "$sc" "$sc"
 	done
-	# the median run by its figure (the middle one of the sorted runs)
-	sort -t'|' -k1,1g "$dir/runs" | sed -n "$(((runs + 1) / 2))p" | cut -d'|' -f2- |
-		awk -F'|' -v bad="$bad" 'BEGIN { OFS = "|" } { if (bad != "") $3 = bad; print }' \
-		>>"$results"
+	add_median "$runs"
 done
 
 echo
