@@ -957,6 +957,13 @@ enum {
 	F_AUTHOR_ID = 1 << 7, F_AUTHOR_NAME = 1 << 8, F_CHANNEL = 1 << 9,
 };
 
+/* 1 if t, without escapes, equals the C string s (an escaped text is
+ * never taken as equal: Jansson decides those). */
+static int text_is(const struct text *t, const char *s)
+{
+	return !t->esc && strlen(s) == t->n && memcmp(t->p, s, t->n) == 0;
+}
+
 /* Which member key t names in an object inside `parent` (0: the top
  * level, else F_AUTHOR or F_DEST), or 0 if it is not one the fast path
  * takes. */
@@ -973,19 +980,10 @@ static int member_bit(const struct text *t, int parent)
 	};
 	size_t i;
 
-	if (t->esc)
-		return 0;
 	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if (names[i].parent == parent && strlen(names[i].name) == t->n &&
-		    memcmp(names[i].name, t->p, t->n) == 0)
+		if (names[i].parent == parent && text_is(t, names[i].name))
 			return names[i].bit;
 	return 0;
-}
-
-/* 1 if t (decoded) equals the C string s. */
-static int text_is(const struct text *t, const char *s)
-{
-	return !t->esc && strlen(s) == t->n && memcmp(t->p, s, t->n) == 0;
 }
 
 /* Parses the members of the object whose '{' p is after, into *in; parent
@@ -1115,10 +1113,11 @@ static enum gw_reject decode_message(const char *data, size_t len,
                                      const struct gw_handshake *hs, int64_t now_ms,
                                      struct gw_msg **out, char *msg_id_json, size_t idlen);
 
-/* The Jansson decode, its allocations in an arena on its stack. */
-static enum gw_reject decode_in_arena(const char *data, size_t len,
-                                      const struct gw_handshake *hs, int64_t now_ms,
-                                      struct gw_msg **out, char *msg_id_json, size_t idlen)
+/* Jansson alone, its allocations in an arena on this frame's stack. */
+enum gw_reject proto_decode_message_ref(const char *data, size_t len,
+                                        const struct gw_handshake *hs,
+                                        int64_t now_ms, struct gw_msg **out,
+                                        char *msg_id_json, size_t idlen)
 {
 	_Alignas(16) char mem[ARENA_MESSAGE];
 	struct arena a = { mem, 0, sizeof(mem) }, *outer = arena;
@@ -1140,15 +1139,7 @@ enum gw_reject proto_decode_message(const char *data, size_t len,
 	msg_id_echo(NULL, msg_id_json, idlen);
 	if (data != NULL && hs_usable(hs) && (*out = fast_decode(data, len, hs, now_ms)) != NULL)
 		return GW_OK;
-	return decode_in_arena(data, len, hs, now_ms, out, msg_id_json, idlen);
-}
-
-enum gw_reject proto_decode_message_ref(const char *data, size_t len,
-                                        const struct gw_handshake *hs,
-                                        int64_t now_ms, struct gw_msg **out,
-                                        char *msg_id_json, size_t idlen)
-{
-	return decode_in_arena(data, len, hs, now_ms, out, msg_id_json, idlen);
+	return proto_decode_message_ref(data, len, hs, now_ms, out, msg_id_json, idlen);
 }
 
 static enum gw_reject decode_message(const char *data, size_t len,

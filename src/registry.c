@@ -218,21 +218,15 @@ static void flush_add(struct flush_set *fs, struct gw_conn *c)
 	fs->v[fs->n++] = c;
 }
 
-static void flush_all(struct flush_set *fs)
+/* Flushes the conns of fs, or hands them to a reader's held-back flushes
+ * (d, if not NULL); then releases fs. */
+static void flush_all(struct flush_set *fs, struct gw_defer *d)
 {
 	for (size_t i = 0; i < fs->n; i++) {
-		conn_flush(fs->v[i]);
-		conn_unref(fs->v[i]);
-	}
-	if (fs->v && fs->v != fs->small)
-		free(fs->v);
-}
-
-/* Hands the conns of fs to a reader's held-back flushes instead. */
-static void defer_all(struct flush_set *fs, struct gw_defer *d)
-{
-	for (size_t i = 0; i < fs->n; i++) {
-		conn_defer(d, fs->v[i]);
+		if (d)
+			conn_defer(d, fs->v[i]);
+		else
+			conn_flush(fs->v[i]);
 		conn_unref(fs->v[i]);
 	}
 	if (fs->v && fs->v != fs->small)
@@ -467,7 +461,7 @@ void registry_disconnect(struct gw_conn *c)
 		channel_gc(ch);
 	}
 	pthread_mutex_unlock(&reg.lock);
-	flush_all(&fs);
+	flush_all(&fs, NULL);
 }
 
 void registry_release(struct gw_conn *c)
@@ -570,7 +564,7 @@ static enum gw_join join_mod(struct gw_conn *c)
 	notify_bot("mod_connected", c, &fs);
 	pthread_mutex_unlock(&reg.lock);
 	conn_flush(c);
-	flush_all(&fs);
+	flush_all(&fs, NULL);
 	return GW_JOIN_OK;
 }
 
@@ -640,7 +634,7 @@ static enum gw_join join_bot(struct gw_conn *c)
 	notify_mods("bot_connected", c->hs.bot_id, &fs);
 	pthread_mutex_unlock(&reg.lock);
 	conn_flush(c);
-	flush_all(&fs);
+	flush_all(&fs, NULL);
 	return GW_JOIN_OK;
 }
 
@@ -706,10 +700,7 @@ enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m, int *duplicat
 		dedup_record(seen, m->sender, m->msg_id, (int)st);
 	pthread_mutex_unlock(&reg.lock);
 	proto_msg_unref(m);
-	if (defer)
-		defer_all(&fs, defer);
-	else
-		flush_all(&fs);
+	flush_all(&fs, defer);
 	return st;
 }
 

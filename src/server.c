@@ -364,10 +364,10 @@ static int on_message(struct gw_conn *c, const char *data, size_t len)
 		c->defer = calloc(1, sizeof(*c->defer));   /* NULL: flush at once */
 	st = registry_route(c, m, &duplicate, c->defer);   /* m is the registry's now */
 	n = proto_ack(status_name(st), c->hs.role, id, duplicate, buf, sizeof(buf));
-	if (c->defer && conn_queue(c, 1, buf, n) == 0)
-		conn_defer(c->defer, c);
-	else if (!c->defer)
+	if (!c->defer)
 		conn_send(c, 1, buf, n);
+	else if (conn_queue(c, 1, buf, n) == 0)
+		conn_defer(c->defer, c);
 	return 1;
 }
 
