@@ -14,7 +14,7 @@
 #include "dedup.h"
 #include "log.h"
 #include "metrics.h"
-#include "queue.h"
+#include "ring.h"
 #include "registry.h"
 #include "store.h"
 

@@ -1,5 +1,5 @@
 /*
- * test_queue.c - rings: order, overwrite of the oldest, push to the front.
+ * test_ring.c - rings: order, overwrite of the oldest, push to the front.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "queue.h"
+#include "ring.h"
 
 static struct gw_msg *msg(const char *id)
 {

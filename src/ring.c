@@ -1,9 +1,9 @@
 /*
- * queue.c - rings of queued messages (see queue.h). Slots are allocated on
+ * ring.c - rings of queued messages (see ring.h). Slots are allocated on
  * the first push so that a channel nobody queues for costs nothing.
  */
 #include <stdlib.h>
-#include "queue.h"
+#include "ring.h"
 
 static int ring_alloc(struct gw_ring *r, unsigned cap)
 {

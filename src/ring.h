@@ -1,11 +1,11 @@
 /*
- * queue.h - a ring of messages waiting for an offline recipient: one per
+ * ring.h - a ring of messages waiting for an offline recipient: one per
  * channel and direction, holding at most `cap` messages; a push into a full
  * ring overwrites (and returns) the oldest. Not thread-safe: the registry
  * lock protects every ring.
  */
-#ifndef GW_QUEUE_H
-#define GW_QUEUE_H
+#ifndef GW_RING_H
+#define GW_RING_H
 
 #include <stddef.h>
 #include "protocol.h"
