@@ -1,7 +1,8 @@
 /*
- * conn.c - websocket peers: non-blocking framed output, liveness clocks,
- * and the I/O thread that drains slow sockets and frees released conns.
- * See conn.h for the lifetime rules this file enforces.
+ * conn.c - websocket peers: non-blocking framed output, held-back flushes,
+ * and the I/O thread that drains slow sockets, frees released conns and
+ * reports delivered messages. See conn.h for the lifetime rules this file
+ * enforces. It knows frames and sockets, not channels or the store.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -14,7 +15,6 @@
 
 #include "conn.h"
 #include "log.h"
-#include "store.h"
 
 struct gw_mark {
 	struct gw_msg *msg;
@@ -24,13 +24,16 @@ struct gw_mark {
 /* The I/O thread's state. */
 static struct {
 	int epfd;
-	int wake[2];               /* pipe: wakes epoll_wait to stop */
+	int wake[2];               /* pipe: wakes epoll_wait (to stop, or to report) */
 	pthread_t thread;
-	int running;
 	void (*tick)(int64_t);
+	void (*delivered)(struct gw_msg **, size_t);
 	int tick_ms;
-	pthread_mutex_t lock;      /* protects graveyard */
-	struct gw_conn *graveyard; /* released conns, linked by next */
+	pthread_mutex_t lock;      /* protects the fields below (a leaf lock) */
+	int running, stopping;
+	struct gw_conn *graveyard; /* released conns, linked by next_free */
+	struct gw_msg **done;      /* delivered stored messages, to report */
+	size_t ndone, done_cap;
 } loop = { .epfd = -1, .wake = { -1, -1 }, .lock = PTHREAD_MUTEX_INITIALIZER };
 
 static uint64_t next_id;
@@ -73,19 +76,51 @@ void conn_ref(struct gw_conn *c)
 	__atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED);
 }
 
-/* Messages whose frames left completely are delivered: a queued one leaves
- * the store now (not when it was handed to us, so kill -9 cannot lose it).
- * (L) */
+static void wake_loop(void)
+{
+	ssize_t w = write(loop.wake[1], "x", 1);
+
+	(void)w;   /* a full pipe wakes it as well */
+}
+
+/* m's frame left completely. If a store row holds m, the I/O thread tells
+ * the registry, which deletes it: now, not when m was handed to us, so a
+ * kill -9 cannot lose it. Takes over the caller's reference. */
+static void delivered(struct gw_msg *m)
+{
+	int wake = 0;
+
+	if (!__atomic_load_n(&m->stored, __ATOMIC_ACQUIRE)) {
+		proto_msg_unref(m);
+		return;
+	}
+	pthread_mutex_lock(&loop.lock);
+	if (loop.ndone == loop.done_cap) {
+		size_t cap = loop.done_cap ? 2 * loop.done_cap : 64;
+		struct gw_msg **v = realloc(loop.done, cap * sizeof(*v));
+
+		if (v) {
+			loop.done = v;
+			loop.done_cap = cap;
+		}
+	}
+	if (loop.ndone < loop.done_cap) {
+		wake = loop.ndone == 0 && loop.running;
+		loop.done[loop.ndone++] = m;
+		m = NULL;
+	}
+	pthread_mutex_unlock(&loop.lock);
+	if (wake)
+		wake_loop();
+	/* ENOMEM: the row stays; a restart delivers m again (at least once) */
+	proto_msg_unref(m);
+}
+
+/* Messages whose frames left completely are delivered. (L) */
 static void release_marks(struct gw_conn *c)
 {
-	while (c->mark_head < c->mark_len && c->marks[c->mark_head].end <= c->sent_total) {
-		struct gw_msg *m = c->marks[c->mark_head].msg;
-
-		if (__atomic_exchange_n(&m->stored, 0, __ATOMIC_ACQ_REL))
-			store_del(m->seq);
-		proto_msg_unref(m);
-		c->mark_head++;
-	}
+	while (c->mark_head < c->mark_len && c->marks[c->mark_head].end <= c->sent_total)
+		delivered(c->marks[c->mark_head++].msg);
 	if (c->mark_head == c->mark_len)
 		c->mark_head = c->mark_len = 0;
 }
@@ -104,10 +139,6 @@ static void conn_free(struct gw_conn *c)
 	free(c->marks);
 	free(c->out);
 	free(c->pend);
-	free(c->rx);
-	if (c->defer)
-		conn_flush_deferred(c->defer);   /* empty unless its reader died oddly */
-	free(c->defer);
 	pthread_cond_destroy(&c->idle);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
@@ -176,9 +207,9 @@ static int pend_reserve(struct gw_conn *c, size_t need)
 	return 0;
 }
 
-static size_t frame_header(unsigned char *h, int opcode, size_t len)
+static size_t frame_header(unsigned char *h, enum gw_opcode op, size_t len)
 {
-	h[0] = (unsigned char)(0x80 | (opcode & 0x0F));
+	h[0] = (unsigned char)(0x80 | (op & 0x0F));
 	if (len < 126) {
 		h[1] = (unsigned char)len;
 		return 2;
@@ -212,7 +243,7 @@ static void wait_flusher(struct gw_conn *c)
 }
 
 /* Appends a frame header and payload (and a mark for m) to `pend`. (L) */
-static int queue_locked(struct gw_conn *c, int opcode, const void *data, size_t len,
+static int queue_locked(struct gw_conn *c, enum gw_opcode op, const void *data, size_t len,
                         struct gw_msg *m, uint64_t dropped, int64_t now_real)
 {
 	unsigned char h[10];
@@ -221,7 +252,7 @@ static int queue_locked(struct gw_conn *c, int opcode, const void *data, size_t 
 	if (c->state == GW_CONN_CLOSING || c->state == GW_CONN_DEAD || c->fd < 0)
 		return -1;
 	body = m ? proto_msg_frame(m, now_real, dropped, NULL, 0) : len;
-	hl = frame_header(h, opcode, body);
+	hl = frame_header(h, op, body);
 	if (m && c->mark_len == c->mark_cap) {
 		size_t cap = c->mark_cap ? c->mark_cap * 2 : 16;
 		struct gw_mark *p;
@@ -267,12 +298,12 @@ fail:
 	return -1;
 }
 
-int conn_queue(struct gw_conn *c, int opcode, const void *data, size_t len)
+int conn_queue(struct gw_conn *c, enum gw_opcode op, const void *data, size_t len)
 {
 	int rc;
 
 	pthread_mutex_lock(&c->lock);
-	rc = queue_locked(c, opcode, data, len, NULL, 0, 0);
+	rc = queue_locked(c, op, data, len, NULL, 0, 0);
 	pthread_mutex_unlock(&c->lock);
 	return rc;
 }
@@ -282,7 +313,7 @@ int conn_queue_msg(struct gw_conn *c, struct gw_msg *m, uint64_t dropped, int64_
 	int rc;
 
 	pthread_mutex_lock(&c->lock);
-	rc = queue_locked(c, 1, NULL, 0, m, dropped, now_real_ms);
+	rc = queue_locked(c, GW_OP_TEXT, NULL, 0, m, dropped, now_real_ms);
 	pthread_mutex_unlock(&c->lock);
 	return rc;
 }
@@ -365,48 +396,99 @@ void conn_flush(struct gw_conn *c)
 	pthread_mutex_unlock(&c->lock);
 }
 
-static size_t defer_hash(const struct gw_conn *c)
+int conn_make_ready(struct gw_conn *c)
+{
+	int rc = -1;
+
+	pthread_mutex_lock(&c->lock);
+	if (c->state == GW_CONN_OPEN) {
+		c->state = GW_CONN_READY;
+		rc = 0;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+static size_t defer_hash(const struct gw_conn *c, size_t cap)
 {
 	uint64_t h = (uint64_t)(uintptr_t)c * 0x9E3779B97F4A7C15ULL;
 
-	return (size_t)(h >> 57);   /* 7 bits: 2 * GW_DEFER_MAX slots */
+	return (size_t)(h >> 32) & (cap - 1);
+}
+
+/* Puts c in a free slot of d (c is not in it, and there is room). */
+static void defer_put(struct gw_defer *d, struct gw_conn *c)
+{
+	size_t h = defer_hash(c, d->cap);
+
+	while (d->slot[h] != NULL)
+		h = (h + 1) & (d->cap - 1);
+	d->slot[h] = c;
+	d->n++;
+}
+
+/* Doubles d's slots (at most 2 * GW_DEFER_MAX). Returns 0 or -1. */
+static int defer_grow(struct gw_defer *d)
+{
+	size_t cap = d->cap ? 2 * d->cap : 16, i;
+	struct gw_conn **old = d->slot, **v;
+
+	if (cap > 2 * GW_DEFER_MAX || !(v = calloc(cap, sizeof(*v))))
+		return -1;
+	d->slot = v;
+	d->cap = cap;
+	d->n = 0;
+	for (i = 0; i < cap / 2; i++)
+		if (old && old[i])
+			defer_put(d, old[i]);
+	free(old);
+	return 0;
 }
 
 void conn_defer(struct gw_defer *d, struct gw_conn *c)
 {
-	size_t h = defer_hash(c);
-
-	while (d->slot[h] != NULL) {
-		if (d->slot[h] == c)
-			return;
-		h = (h + 1) % (2 * GW_DEFER_MAX);
+	if (d->cap) {
+		for (size_t h = defer_hash(c, d->cap); d->slot[h] != NULL; h = (h + 1) & (d->cap - 1))
+			if (d->slot[h] == c)
+				return;
 	}
-	if (d->n == GW_DEFER_MAX) {
+	/* keep the table at most half full: short probe runs */
+	if (2 * (d->n + 1) > d->cap && defer_grow(d) < 0) {
 		conn_flush_deferred(d);
-		h = defer_hash(c);
+		if (!d->cap) {
+			conn_flush(c);   /* no memory at all: now, then */
+			return;
+		}
 	}
 	conn_ref(c);
-	d->slot[h] = c;
-	d->v[d->n++] = c;
+	defer_put(d, c);
 }
 
 void conn_flush_deferred(struct gw_defer *d)
 {
-	size_t i;
+	for (size_t i = 0; d->n > 0 && i < d->cap; i++) {
+		struct gw_conn *c = d->slot[i];
 
-	if (d->n == 0)
-		return;
-	for (i = 0; i < d->n; i++) {
-		conn_flush(d->v[i]);
-		conn_unref(d->v[i]);
+		if (c) {
+			d->slot[i] = NULL;
+			d->n--;
+			conn_flush(c);
+			conn_unref(c);
+		}
 	}
-	d->n = 0;
-	memset(d->slot, 0, sizeof(d->slot));
 }
 
-int conn_send(struct gw_conn *c, int opcode, const void *data, size_t len)
+void conn_defer_free(struct gw_defer *d)
 {
-	int rc = conn_queue(c, opcode, data, len);
+	conn_flush_deferred(d);
+	free(d->slot);
+	d->slot = NULL;
+	d->cap = 0;
+}
+
+int conn_send(struct gw_conn *c, enum gw_opcode op, const void *data, size_t len)
+{
+	int rc = conn_queue(c, op, data, len);
 
 	if (rc == 0)
 		conn_flush(c);
@@ -427,8 +509,8 @@ void conn_close(struct gw_conn *c, int code, const char *reason, int grace_ms)
 		memcpy(p + 2, reason, rl);
 	pthread_mutex_lock(&c->lock);
 	if (c->state != GW_CONN_CLOSING && c->state != GW_CONN_DEAD && c->fd >= 0) {
-		if (code)
-			queue_locked(c, 8, p, rl + 2, NULL, 0, 0);
+		if (code != GW_CLOSE_NONE)
+			queue_locked(c, GW_OP_CLOSE, p, rl + 2, NULL, 0, 0);
 		if (c->state != GW_CONN_DEAD && c->fd >= 0) {
 			c->state = GW_CONN_CLOSING;
 			c->shut_wr = 1;
@@ -498,28 +580,28 @@ struct gw_msg **conn_takeover(struct gw_conn *c, int code, const char *reason, s
 		abort_locked(c);   /* before another byte of those frames leaves */
 	pthread_mutex_unlock(&c->lock);
 	if (drained)
-		conn_close(c, code, reason, 1000);
+		conn_close(c, code, reason, GW_CLOSE_GRACE_MS);
 	return unsent;
 }
 
-int conn_housekeep(struct gw_conn *c, int64_t now, int64_t write_timeout_ms,
-                   enum gw_conn_state *state)
+enum gw_housekeep conn_housekeep(struct gw_conn *c, int64_t now, int64_t write_timeout_ms,
+                                 enum gw_conn_state *state)
 {
-	int aborted = 0;
+	enum gw_housekeep aborted = GW_HK_NONE;
 
 	pthread_mutex_lock(&c->lock);
 	if (c->state != GW_CONN_DEAD && c->fd >= 0) {
 		if (pending_locked(c) > 0 && now - c->write_progress_ms >= write_timeout_ms) {
 			conn_set_why(c, "write timeout");   /* before the reader wakes */
-			aborted = 1;
+			aborted = GW_HK_WRITE_TIMEOUT;
 		} else if (c->close_deadline_ms && now >= c->close_deadline_ms) {
-			aborted = 2;
+			aborted = GW_HK_CLOSE_EXPIRED;
 		}
-		if (aborted)
+		if (aborted != GW_HK_NONE)
 			abort_locked(c);
 	}
 	/* an idle peer keeps no output buffers: thousands of quiet mods */
-	if (!aborted && !c->flushing && pending_locked(c) == 0 && (c->out || c->pend) &&
+	if (aborted == GW_HK_NONE && !c->flushing && pending_locked(c) == 0 && (c->out || c->pend) &&
 	    now - c->write_progress_ms >= 2000) {
 		free(c->out);
 		free(c->pend);
@@ -528,7 +610,7 @@ int conn_housekeep(struct gw_conn *c, int64_t now, int64_t write_timeout_ms,
 	}
 	*state = c->state;
 	pthread_mutex_unlock(&c->lock);
-	if (aborted == 1)
+	if (aborted == GW_HK_WRITE_TIMEOUT)
 		log_event(GW_LOG_WARN, "write timeout, dropping peer", "remote", c->remote, NULL);
 	return aborted;
 }
@@ -547,6 +629,41 @@ static void free_graveyard(void)
 	}
 }
 
+/* Hands the delivered stored messages to the registry, outside any lock. */
+static void report_delivered(void)
+{
+	struct gw_msg **v;
+	size_t n;
+
+	pthread_mutex_lock(&loop.lock);
+	v = loop.done;
+	n = loop.ndone;
+	loop.done = NULL;
+	loop.ndone = loop.done_cap = 0;
+	pthread_mutex_unlock(&loop.lock);
+	if (n && loop.delivered) {
+		loop.delivered(v, n);
+	} else {
+		for (size_t i = 0; i < n; i++)
+			proto_msg_unref(v[i]);
+	}
+	free(v);
+}
+
+/* Empties the wake pipe; returns 1 if the loop is to stop. */
+static int woken(void)
+{
+	char buf[64];
+	int stop;
+
+	while (read(loop.wake[0], buf, sizeof(buf)) == (ssize_t)sizeof(buf))
+		;
+	pthread_mutex_lock(&loop.lock);
+	stop = loop.stopping;
+	pthread_mutex_unlock(&loop.lock);
+	return stop;
+}
+
 static void *loop_main(void *arg)
 {
 	struct epoll_event ev[64];
@@ -562,28 +679,38 @@ static void *loop_main(void *arg)
 		for (i = 0; i < n; i++) {
 			struct gw_conn *c = ev[i].data.ptr;
 
-			if (c == NULL)
-				return NULL;    /* the wake pipe: stop */
+			if (c == NULL) {   /* the wake pipe */
+				if (woken())
+					goto out;
+				continue;
+			}
 			/* Still registered means not detached, so not freed: the
 			 * graveyard is only emptied above, outside this batch. */
 			conn_flush(c);
 		}
+		report_delivered();
 		now = gw_now_mono();
 		if (now >= next_tick) {
 			loop.tick(now);
 			next_tick = now + loop.tick_ms;
 		}
 	}
+out:
+	report_delivered();
+	return NULL;
 }
 
-int conn_loop_start(void (*tick)(int64_t now_mono), int tick_ms)
+int conn_loop_start(void (*tick)(int64_t now_mono),
+                    void (*on_delivered)(struct gw_msg **msgs, size_t n), int tick_ms)
 {
 	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
 
 	loop.tick = tick;
+	loop.delivered = on_delivered;
 	loop.tick_ms = tick_ms;
+	loop.stopping = 0;
 	loop.epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (loop.epfd < 0 || pipe2(loop.wake, O_CLOEXEC) < 0 ||
+	if (loop.epfd < 0 || pipe2(loop.wake, O_CLOEXEC | O_NONBLOCK) < 0 ||
 	    epoll_ctl(loop.epfd, EPOLL_CTL_ADD, loop.wake[0], &ev) < 0)
 		goto fail;
 	loop.running = 1;
@@ -599,18 +726,21 @@ fail:
 
 void conn_loop_stop(void)
 {
+	int running;
+
 	pthread_mutex_lock(&loop.lock);
-	int running = loop.running;
+	running = loop.running;
+	loop.stopping = 1;
 	pthread_mutex_unlock(&loop.lock);
 	if (running) {
-		ssize_t w = write(loop.wake[1], "x", 1);
-		(void)w;
+		wake_loop();
 		pthread_join(loop.thread, NULL);
 		pthread_mutex_lock(&loop.lock);
 		loop.running = 0;
 		pthread_mutex_unlock(&loop.lock);
 		free_graveyard();
 	}
+	report_delivered();   /* anything flushed after the thread's last look */
 	for (int i = 0; i < 2; i++) {
 		if (loop.wake[i] >= 0)
 			close(loop.wake[i]);

@@ -27,6 +27,28 @@
 #include "protocol.h"
 
 #define GW_OUT_MAX ((size_t)64 << 20) /* pending output past which a peer is dropped */
+#define GW_CLOSE_GRACE_MS 1000        /* a closing peer's time to answer */
+
+/* WebSocket opcodes (RFC 6455 5.2). */
+enum gw_opcode {
+	GW_OP_CONT = 0,
+	GW_OP_TEXT = 1,
+	GW_OP_BINARY = 2,
+	GW_OP_CLOSE = 8,
+	GW_OP_PING = 9,
+	GW_OP_PONG = 10,
+};
+
+/* Close codes the gateway sends (RFC 6455 7.4.1); README has the table. */
+enum gw_close_code {
+	GW_CLOSE_NONE = 0,           /* conn_close: no close frame */
+	GW_CLOSE_NORMAL = 1000,      /* after a handshake error, timeouts, replacement */
+	GW_CLOSE_GOING_AWAY = 1001,  /* shutdown */
+	GW_CLOSE_PROTOCOL = 1002,    /* RFC 6455 violation */
+	GW_CLOSE_POLICY = 1008,      /* key revoked */
+	GW_CLOSE_TOO_BIG = 1009,     /* message over body_size */
+	GW_CLOSE_INTERNAL = 1011,    /* out of memory */
+};
 
 enum gw_conn_state {
 	GW_CONN_NEW,      /* HTTP request seen, not upgraded yet */
@@ -36,19 +58,32 @@ enum gw_conn_state {
 	GW_CONN_DEAD,     /* detached from its socket */
 };
 
+/* What conn_housekeep did. */
+enum gw_housekeep {
+	GW_HK_NONE,            /* nothing: c is fine */
+	GW_HK_WRITE_TIMEOUT,   /* aborted: output made no progress for write_timeout */
+	GW_HK_CLOSE_EXPIRED,   /* aborted: the peer did not finish closing in time */
+};
+
 enum gw_key_kind { GW_KEY_SHARED, GW_KEY_MOD, GW_KEY_BOT };
 
 struct gw_mark;           /* a routed message inside the output buffer */
-struct gw_defer;          /* flushes a reader thread holds back, see below */
+struct gw_channel;        /* registry.c */
 
+/*
+ * One peer. Each group of fields has one owner, named in its heading;
+ * nobody else writes them.
+ */
 struct gw_conn {
-	pthread_mutex_t lock;  /* protects the fields marked (L) */
-	int refs;              /* atomic */
+	/* set by conn_new / registry_conn_new, read-only afterwards */
 	uint64_t id;           /* for logs */
-	char remote[64];       /* "addr:port", set before attach */
+	char remote[64];       /* "addr:port" */
 	enum gw_key_kind key;  /* which key opened it */
+	int64_t created_ms;    /* monotonic */
+	int refs;              /* atomic */
 
-	/* (L) socket and output */
+	/* conn.c, under lock: the socket and its output */
+	pthread_mutex_t lock;
 	enum gw_conn_state state;
 	int fd;
 	unsigned char *out;          /* being sent by the flusher */
@@ -62,32 +97,23 @@ struct gw_conn {
 	size_t mark_head, mark_len, mark_cap;
 	int64_t write_progress_ms;   /* monotonic: last progress or when output began */
 	int64_t close_deadline_ms;   /* monotonic: abort if still open then (0 = none) */
+	struct gw_conn *next_free;   /* the I/O thread's graveyard (loop lock) */
 
-	/* liveness, monotonic ms (atomic) */
-	int64_t created_ms, last_seen_ms, last_ping_ms;
-	uint64_t pongs;       /* pongs received (atomic): a probe waits for it to move */
+	/* any thread, atomic: liveness and the reason for closing */
+	int64_t last_seen_ms;  /* monotonic: last frame from the peer (session) */
+	uint64_t pongs;        /* pongs received: a bot probe waits for it to move */
+	const char *why;       /* static text, see conn_set_why */
 
-	/* identity: written once by the reader thread before the conn becomes
-	 * READY (under the registry lock), read-only afterwards */
+	/* session.c: written once before the conn becomes READY (under the
+	 * registry lock), read-only afterwards */
 	struct gw_handshake hs;
 
-	/* reader thread only */
-	int joined;           /* handshake accepted */
-	double tokens;        /* rate_limit bucket: messages that may still pass */
-	int64_t tokens_ms;    /* when it was last refilled (monotonic) */
-	const char *why;      /* atomic: why it is closing (static text), see conn_set_why */
-	struct gw_defer *defer;  /* flushes held back during a burst (NULL until used) */
-	/* reader thread only: a fragmented message being reassembled */
-	unsigned char *rx;
-	size_t rx_len, rx_cap;
-	int rx_opcode;        /* 0 = none in progress */
-
-	/* registry lock: links and registration */
+	/* registry.c, under the registry lock: links and registration */
 	struct gw_conn *prev, *next;     /* all conns */
-	struct gw_conn *next_free;       /* the I/O thread's graveyard */
 	struct gw_conn *chan_next;       /* mods of one channel */
 	struct gw_channel *channel;      /* registered mod: its channel */
 	int registered;
+	int64_t last_ping_ms;            /* monotonic: the tick's last ping */
 };
 
 /* Records why c is closing, for the disconnect log line: the first reason
@@ -119,10 +145,10 @@ void conn_unref(struct gw_conn *c);   /* NULL is fine */
  * EPOLLOUT. Returns 0, or -1 (then c is not usable). */
 int conn_attach(struct gw_conn *c, int fd);
 
-/* Appends one frame (opcode 1 text, 2 binary, 8 close, 9 ping, 10 pong).
- * Returns 0, or -1 if c is closing/dead or its output is over GW_OUT_MAX
- * (then the peer is aborted). Does not send: call conn_flush(). */
-int conn_queue(struct gw_conn *c, int opcode, const void *data, size_t len);
+/* Appends one frame. Returns 0, or -1 if c is closing/dead or its output
+ * is over GW_OUT_MAX (then the peer is aborted). Does not send: call
+ * conn_flush(), or conn_defer(). */
+int conn_queue(struct gw_conn *c, enum gw_opcode op, const void *data, size_t len);
 
 /* Appends a routed message frame carrying `dropped`; takes its own
  * reference on m until the frame has been sent. Returns 0 or -1 as above. */
@@ -133,33 +159,46 @@ int conn_queue_msg(struct gw_conn *c, struct gw_msg *m, uint64_t dropped,
  * is aborted (its reader wakes up and closes it). */
 void conn_flush(struct gw_conn *c);
 
+/* The handshake is done: OPEN becomes READY. Returns 0, or -1 if c is no
+ * longer open (its peer went away meanwhile). */
+int conn_make_ready(struct gw_conn *c);
+
 /*
- * Held-back flushes. A reader thread handling a burst of frames from its
- * peer (several already in its read buffer) appends acks and routed frames
- * to other conns but flushes them once, after the burst's last frame: one
- * send per peer per burst instead of one per frame. A gw_defer belongs to
- * one reader thread; it holds a reference on each conn in it.
+ * Held-back flushes: the one way to send after the fact. Whoever appends
+ * frames to other conns while holding a lock (the registry), or in the
+ * middle of a burst of frames from its own peer (a session), adds those
+ * conns to a gw_defer and flushes it once, later: one send per peer per
+ * burst instead of one per frame, and no send under the registry lock.
+ * A gw_defer belongs to one thread at a time and holds a reference on each
+ * conn in it; it starts as GW_DEFER_INIT (no memory until the first add).
  */
-#define GW_DEFER_MAX 64
+#define GW_DEFER_MAX 1024   /* conns held at most; then they are flushed */
 
 struct gw_defer {
-	size_t n;
-	struct gw_conn *v[GW_DEFER_MAX];          /* in the order added */
-	struct gw_conn *slot[2 * GW_DEFER_MAX];   /* the same, hashed: no duplicates */
+	struct gw_conn **slot;   /* open addressing, cap slots (a power of 2) */
+	size_t n, cap;
 };
 
-/* Adds c (once) to d; flushes everything in d first if d is full. */
+#define GW_DEFER_INIT { NULL, 0, 0 }
+
+/* Adds c to d once. If d is full (or cannot grow), flushes c at once
+ * instead: that never blocks, so it is fine under any lock. */
 void conn_defer(struct gw_defer *d, struct gw_conn *c);
 
-/* Flushes every conn in d and empties it. */
+/* Flushes every conn in d and empties it (keeping its memory). */
 void conn_flush_deferred(struct gw_defer *d);
 
+/* conn_flush_deferred, then frees d's memory (d is GW_DEFER_INIT again). */
+void conn_defer_free(struct gw_defer *d);
+
 /* conn_queue + conn_flush. */
-int conn_send(struct gw_conn *c, int opcode, const void *data, size_t len);
+int conn_send(struct gw_conn *c, enum gw_opcode op, const void *data, size_t len);
 
 /* Starts closing: queues a close frame (code, reason), flushes, half-closes
  * the socket and gives the peer `grace_ms` to answer before aborting. Safe
- * from any thread; a no-op if already closing. code 0 = no close frame. */
+ * from any thread; a no-op if already closing. `code` is an enum
+ * gw_close_code, or the code a peer closed with (echoed); GW_CLOSE_NONE
+ * sends no close frame. */
 void conn_close(struct gw_conn *c, int code, const char *reason, int grace_ms);
 
 /* Called once by the websocket close handler: the socket is no longer
@@ -169,16 +208,24 @@ void conn_close(struct gw_conn *c, int code, const char *reason, int grace_ms);
 struct gw_msg **conn_detach(struct gw_conn *c, size_t *n);
 
 /* Housekeeping for one conn, called by the tick, under one lock: aborts it
- * when its output made no progress for write_timeout_ms (returns 1) or its
- * close grace expired (returns 2), else returns 0; frees its output buffers
- * when it has been quiet for 2 s; tells its state. */
-int conn_housekeep(struct gw_conn *c, int64_t now, int64_t write_timeout_ms,
-                   enum gw_conn_state *state);
+ * when its output made no progress for write_timeout_ms or its close grace
+ * expired (and says which), frees its output buffers when it has been
+ * quiet for 2 s, and tells its state. */
+enum gw_housekeep conn_housekeep(struct gw_conn *c, int64_t now, int64_t write_timeout_ms,
+                                 enum gw_conn_state *state);
 
+/*
+ * The I/O thread: waits for writable sockets, frees released conns, calls
+ * tick(now) every tick_ms, and reports delivered messages. A routed message
+ * whose frame left completely and that is `stored` (a row in the durable
+ * store holds it) is handed to delivered(msgs, n) on this thread, with no
+ * conn lock held, in batches: the callee owns the array's references and
+ * frees nothing else (the transport never touches the store itself).
+ */
+int conn_loop_start(void (*tick)(int64_t now_mono),
+                    void (*delivered)(struct gw_msg **msgs, size_t n), int tick_ms);
 
-/* The I/O thread: waits for writable sockets, frees released conns, and
- * calls tick(now) every tick_ms. */
-int conn_loop_start(void (*tick)(int64_t now_mono), int tick_ms);
+/* Stops the I/O thread after one last report of delivered messages. */
 void conn_loop_stop(void);
 
 /* Hands c's place to a successor: returns the routed messages c had not

@@ -1,8 +1,10 @@
 /*
  * main.c - homestead-gateway: arguments, configuration, signals, and the
- * start/stop order (log, server; on SIGINT/SIGTERM: close every websocket
- * with 1001, stop, exit 0). Signals are blocked in every thread and taken
- * here with sigwait, so no handler runs inside CivetWeb or our locks.
+ * start/stop order: log, store, registry (the queues, restored from the
+ * store), the I/O thread, the server; on SIGINT/SIGTERM the reverse, after
+ * every websocket got 1001, then exit 0. Signals are blocked in every
+ * thread and taken here with sigwait, so no handler runs inside CivetWeb
+ * or our locks.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -16,9 +18,14 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "conn.h"
 #include "log.h"
 #include "protocol.h"
+#include "registry.h"
 #include "server.h"
+#include "store.h"
+
+#define TICK_MS 250   /* housekeeping period: timeouts are whole seconds */
 
 static const char usage[] =
 	"Usage: homestead-gateway [-c|--config FILE] [--check-config] [--version] [-h|--help]\n"
@@ -105,6 +112,47 @@ static void reload(const char *path, const char *dir)
 	log_event(GW_LOG_INFO, "reloaded keys and reopened logs", NULL);
 }
 
+/* Brings the gateway up in order, or undoes what it did and says why in
+ * err. Queued messages first: never start empty on a store we cannot read. */
+static int start(const struct gw_config *cfg, char *err, size_t errlen)
+{
+	char queued[24];
+	struct gw_stats st;
+
+	if (store_open(cfg->store_path, cfg->store_sync, err, errlen) < 0)
+		return -1;
+	if (registry_init(cfg) < 0) {
+		snprintf(err, errlen, "cannot restore the queues (out of memory or a store error)");
+		goto fail_registry;
+	}
+	if (conn_loop_start(registry_tick, registry_delivered, TICK_MS) < 0) {
+		snprintf(err, errlen, "cannot start the I/O thread: out of memory or file descriptors");
+		goto fail_registry;
+	}
+	registry_stats(&st);
+	snprintf(queued, sizeof(queued), "%llu", (unsigned long long)st.queued_msgs);
+	if (store_enabled())
+		log_event(GW_LOG_INFO, "store open", "path", cfg->store_path, "queued", queued, NULL);
+	if (server_start(cfg, err, errlen) < 0)
+		goto fail_loop;
+	return 0;
+fail_loop:
+	conn_loop_stop();
+fail_registry:
+	registry_free();
+	store_close();
+	return -1;
+}
+
+/* The reverse of start(), once every websocket was told 1001. */
+static void stop(int grace_ms)
+{
+	server_stop(grace_ms);
+	conn_loop_stop();
+	registry_free();
+	store_close();   /* every queued message is on disk already */
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -166,7 +214,7 @@ int main(int argc, char **argv)
 		        cfg.log_dir, strerror(errno));
 	if (strcmp(cfg.api_key, "gateway") == 0)
 		log_event(GW_LOG_WARN, "api_key is the well-known default 'gateway': set your own key", NULL);
-	if (server_start(&cfg, err, sizeof(err)) < 0) {
+	if (start(&cfg, err, sizeof(err)) < 0) {
 		log_event(GW_LOG_ERROR, "cannot start", "error", err, NULL);
 		log_close();
 		return 1;
@@ -185,7 +233,7 @@ int main(int argc, char **argv)
 		break;
 	}
 	log_event(GW_LOG_INFO, "stopping", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM", NULL);
-	server_stop(2000);
+	stop(2000);
 	log_event(GW_LOG_INFO, "stopped", NULL);
 	log_close();
 	return 0;

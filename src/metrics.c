@@ -5,7 +5,6 @@
 #include <stdio.h>
 
 #include "metrics.h"
-#include "registry.h"
 
 static uint64_t counters[GW_M_COUNT];
 
@@ -44,7 +43,7 @@ static void family(struct out *o, const char *name, const char *type, const char
 	put(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-size_t metrics_render(char *buf, size_t cap, int64_t uptime_s)
+size_t metrics_render(const struct gw_stats *st, int64_t uptime_s, char *buf, size_t cap)
 {
 	static const struct { enum gw_counter c; const char *reason; } rejects[] = {
 		{ GW_M_REJECT_400, "400" }, { GW_M_REJECT_401, "401" }, { GW_M_REJECT_403, "403" },
@@ -52,13 +51,10 @@ size_t metrics_render(char *buf, size_t cap, int64_t uptime_s)
 		{ GW_M_REJECT_1002, "1002" }, { GW_M_REJECT_1009, "1009" },
 	};
 	struct out o = { buf, cap, 0 };
-	struct gw_stats st;
-
-	registry_stats(&st);
 	family(&o, "homestead_connections", "gauge", "Open websocket connections by role.");
-	put(&o, "homestead_connections{role=\"mod\"} %u\n", st.mods);
-	put(&o, "homestead_connections{role=\"bot\"} %u\n", st.bots);
-	put(&o, "homestead_connections{role=\"pending\"} %u\n", st.pending);
+	put(&o, "homestead_connections{role=\"mod\"} %u\n", st->mods);
+	put(&o, "homestead_connections{role=\"bot\"} %u\n", st->bots);
+	put(&o, "homestead_connections{role=\"pending\"} %u\n", st->pending);
 	family(&o, "homestead_connections_total", "counter", "Websockets opened since start.");
 	put(&o, "homestead_connections_total %llu\n",
 	    (unsigned long long)metrics_get(GW_M_CONNECTIONS));
@@ -67,19 +63,18 @@ size_t metrics_render(char *buf, size_t cap, int64_t uptime_s)
 	for (int d = 0; d < 2; d++)
 		for (int s = 0; s < 3; s++)
 			put(&o, "homestead_messages_total{direction=\"%s\",status=\"%s\"} %llu\n",
-			    d ? "to_mod" : "to_bot",
-			    s == 0 ? "completed" : s == 1 ? "queued" : "failed",
-			    (unsigned long long)st.msgs[d][s]);
+			    d == GW_TO_MOD ? "to_mod" : "to_bot", proto_status_name((enum gw_status)s),
+			    (unsigned long long)st->msgs[d][s]);
 	family(&o, "homestead_duplicates_total", "counter",
 	       "Resent msg_ids acknowledged again but not routed.");
-	put(&o, "homestead_duplicates_total %llu\n", (unsigned long long)st.duplicates);
+	put(&o, "homestead_duplicates_total %llu\n", (unsigned long long)st->duplicates);
 	family(&o, "homestead_queue_messages", "gauge", "Messages waiting in queues.");
-	put(&o, "homestead_queue_messages %llu\n", (unsigned long long)st.queued_msgs);
+	put(&o, "homestead_queue_messages %llu\n", (unsigned long long)st->queued_msgs);
 	family(&o, "homestead_queue_bytes", "gauge", "Bytes held by queued messages.");
-	put(&o, "homestead_queue_bytes %llu\n", (unsigned long long)st.queued_bytes);
+	put(&o, "homestead_queue_bytes %llu\n", (unsigned long long)st->queued_bytes);
 	family(&o, "homestead_dropped_total", "counter",
 	       "Queued messages overwritten by newer ones (queue_max).");
-	put(&o, "homestead_dropped_total %llu\n", (unsigned long long)st.dropped);
+	put(&o, "homestead_dropped_total %llu\n", (unsigned long long)st->dropped);
 	family(&o, "homestead_rejected_total", "counter",
 	       "Requests, handshakes, messages or frames refused, by code.");
 	for (size_t i = 0; i < sizeof(rejects) / sizeof(rejects[0]); i++)

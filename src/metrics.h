@@ -1,12 +1,15 @@
 /*
- * metrics.h - event counters for /metrics: atomic, lock-free, global.
- * Gauges (connections, queue depth) come from the registry at scrape time.
+ * metrics.h - event counters for /metrics: atomic, lock-free, global, and
+ * the Prometheus text of them together with the registry's gauges (which
+ * the caller reads with registry_stats: metrics knows no other module).
  */
 #ifndef GW_METRICS_H
 #define GW_METRICS_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "protocol.h"
 
 enum gw_counter {
 	GW_M_REJECT_400,        /* malformed handshake or message */
@@ -26,9 +29,18 @@ enum gw_counter {
 void metrics_inc(enum gw_counter c);
 uint64_t metrics_get(enum gw_counter c);
 
-/* Writes the whole Prometheus text exposition into buf (counters here plus
- * the registry's gauges and message counts). Returns its length, or the
- * length needed when it does not fit (like snprintf). */
-size_t metrics_render(char *buf, size_t cap, int64_t uptime_s);
+/* Gauges and message counts, as the registry has them (registry_stats). */
+struct gw_stats {
+	unsigned mods, bots, pending;  /* connections by role; not yet handshaken */
+	unsigned channels;
+	uint64_t queued_msgs, queued_bytes;
+	uint64_t msgs[2][3];           /* [enum gw_dir][enum gw_status] */
+	uint64_t dropped, duplicates;
+};
+
+/* Writes the whole Prometheus text exposition into buf: the counters here
+ * and st. Returns its length, or the length needed when it does not fit
+ * (like snprintf). */
+size_t metrics_render(const struct gw_stats *st, int64_t uptime_s, char *buf, size_t cap);
 
 #endif

@@ -16,6 +16,18 @@
 
 enum gw_role { GW_ROLE_MOD, GW_ROLE_BOT };
 
+/* Where a routed message goes: a mod's to the bot, the bot's to the mods
+ * of a channel. The values are kept in the durable store. */
+enum gw_dir { GW_TO_BOT, GW_TO_MOD };
+
+/* What an ack says of an accepted message (its "status"). */
+enum gw_status { GW_STATUS_COMPLETED, GW_STATUS_QUEUED, GW_STATUS_FAILED };
+
+static inline const char *proto_status_name(enum gw_status st)
+{
+	return st == GW_STATUS_COMPLETED ? "completed" : st == GW_STATUS_QUEUED ? "queued" : "failed";
+}
+
 /* Why an inbound frame was refused (each maps to a code on the wire). */
 enum gw_reject {
 	GW_OK = 0,

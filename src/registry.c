@@ -1,8 +1,8 @@
 /*
  * registry.c - connections, channels, the bot slot and the queues, under
  * one lock (see registry.h for why one). Routing appends frames to the
- * recipients' output buffers under the lock and flushes them after it (or
- * leaves that to the end of the sender's burst, see struct gw_defer).
+ * recipients' output buffers under the lock and adds the recipients to the
+ * caller's held-back flushes (struct gw_defer), sent after the lock.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -18,22 +18,13 @@
 #include "registry.h"
 #include "store.h"
 
-enum { TO_BOT, TO_MOD };
-
 struct gw_channel {
 	struct gw_channel *hnext;     /* hash chain */
 	struct gw_conn *mods;         /* linked by chan_next */
 	unsigned nmods;
-	struct gw_ring ring[2];       /* TO_BOT, TO_MOD */
+	struct gw_ring ring[2];       /* by enum gw_dir */
 	uint64_t dropped[2];          /* overwritten since the last delivery */
 	char id[];
-};
-
-/* A small set of conns to flush once the lock is released. */
-struct flush_set {
-	struct gw_conn *small[32];
-	struct gw_conn **v;
-	size_t n, cap;
 };
 
 static struct {
@@ -53,7 +44,7 @@ static struct {
 	struct gw_dedup *seen[2];    /* recent msg_ids of mods (by server_id), of the bot */
 } reg = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
-static int restore_one(struct gw_msg *m, int dir, void *ud);
+static int restore_one(struct gw_msg *m, enum gw_dir dir, void *ud);
 
 static uint64_t hash_str(const char *s)
 {
@@ -181,8 +172,8 @@ static void channel_gc(struct gw_channel *ch)
 {
 	struct gw_channel **pp;
 
-	if (ch->nmods || ring_count(&ch->ring[TO_BOT]) || ring_count(&ch->ring[TO_MOD]) ||
-	    ch->dropped[TO_BOT] || ch->dropped[TO_MOD])
+	if (ch->nmods || ring_count(&ch->ring[GW_TO_BOT]) || ring_count(&ch->ring[GW_TO_MOD]) ||
+	    ch->dropped[GW_TO_BOT] || ch->dropped[GW_TO_MOD])
 		return;
 	for (pp = &reg.buckets[hash_str(ch->id) & (reg.nbuckets - 1)]; *pp; pp = &(*pp)->hnext) {
 		if (*pp == ch) {
@@ -194,47 +185,8 @@ static void channel_gc(struct gw_channel *ch)
 	}
 }
 
-static void flush_add(struct flush_set *fs, struct gw_conn *c)
-{
-	if (!fs->v) {
-		fs->v = fs->small;
-		fs->cap = sizeof(fs->small) / sizeof(fs->small[0]);
-	}
-	if (fs->n == fs->cap) {
-		size_t cap = fs->cap * 2;
-		struct gw_conn **v = malloc(cap * sizeof(*v));
-
-		if (!v) {
-			conn_flush(c);   /* under the lock, but never blocks */
-			return;
-		}
-		memcpy(v, fs->v, fs->n * sizeof(*v));
-		if (fs->v != fs->small)
-			free(fs->v);
-		fs->v = v;
-		fs->cap = cap;
-	}
-	conn_ref(c);
-	fs->v[fs->n++] = c;
-}
-
-/* Flushes the conns of fs, or hands them to a reader's held-back flushes
- * (d, if not NULL); then releases fs. */
-static void flush_all(struct flush_set *fs, struct gw_defer *d)
-{
-	for (size_t i = 0; i < fs->n; i++) {
-		if (d)
-			conn_defer(d, fs->v[i]);
-		else
-			conn_flush(fs->v[i]);
-		conn_unref(fs->v[i]);
-	}
-	if (fs->v && fs->v != fs->small)
-		free(fs->v);
-}
-
 /* Presence: tells the bot (if it asked for events) that mod came or went. */
-static void notify_bot(const char *event, const struct gw_conn *mod, struct flush_set *fs)
+static void notify_bot(const char *event, const struct gw_conn *mod, struct gw_defer *d)
 {
 	char buf[3 * GW_ID_MAX * 6 + 128];
 	size_t n;
@@ -243,27 +195,27 @@ static void notify_bot(const char *event, const struct gw_conn *mod, struct flus
 		return;
 	n = proto_event(event, mod->hs.channel_id, mod->hs.server_id, NULL, gw_now_real(), buf,
 	                sizeof(buf));
-	if (n && conn_queue(reg.bot, 1, buf, n) == 0)
-		flush_add(fs, reg.bot);
+	if (n && conn_queue(reg.bot, GW_OP_TEXT, buf, n) == 0)
+		conn_defer(d, reg.bot);
 }
 
 /* Presence: tells every mod that asked for events that the bot came or went. */
-static void notify_mods(const char *event, const char *bot_id, struct flush_set *fs)
+static void notify_mods(const char *event, const char *bot_id, struct gw_defer *d)
 {
 	char buf[3 * GW_ID_MAX * 6 + 128];
 	size_t n = proto_event(event, NULL, NULL, bot_id, gw_now_real(), buf, sizeof(buf));
 
 	for (struct gw_conn *c = reg.conns; n && c; c = c->next)
 		if (c->registered && c->hs.role == GW_ROLE_MOD && c->hs.events &&
-		    conn_queue(c, 1, buf, n) == 0)
-			flush_add(fs, c);
+		    conn_queue(c, GW_OP_TEXT, buf, n) == 0)
+			conn_defer(d, c);
 }
 
 /* Forgets the stored row of m, if any: it was dropped. */
 static void unstore(struct gw_msg *m)
 {
 	if (__atomic_exchange_n(&m->stored, 0, __ATOMIC_ACQ_REL))
-		store_del(m->seq);
+		store_del(&m->seq, 1);
 }
 
 /* Queues m (reference stolen) for the offline side of ch: a new message at
@@ -271,7 +223,7 @@ static void unstore(struct gw_msg *m)
  * than everything queued). With a store, m is committed to disk before this
  * returns QUEUED - under the registry lock on purpose: the ack must not
  * promise more than the disk holds, and rows must follow acceptance order. */
-static enum gw_status enqueue(struct gw_channel *ch, int dir, struct gw_msg *m, int front)
+static enum gw_status enqueue(struct gw_channel *ch, enum gw_dir dir, struct gw_msg *m, int front)
 {
 	struct gw_msg *old;
 	int err;
@@ -306,7 +258,7 @@ static enum gw_status enqueue(struct gw_channel *ch, int dir, struct gw_msg *m, 
 		}
 		if (ch->dropped[dir]++ == 0)
 			log_event(GW_LOG_WARN, "queue full, oldest message dropped",
-			          "channel", ch->id, "direction", dir == TO_BOT ? "to_bot" : "to_mod", NULL);
+			          "channel", ch->id, "direction", dir == GW_TO_BOT ? "to_bot" : "to_mod", NULL);
 		reg.dropped++;
 		unstore(old);
 		proto_msg_unref(old);
@@ -315,9 +267,9 @@ static enum gw_status enqueue(struct gw_channel *ch, int dir, struct gw_msg *m, 
 }
 
 /* store_load callback: rebuilds the rings in acceptance order. */
-static int restore_one(struct gw_msg *m, int dir, void *ud)
+static int restore_one(struct gw_msg *m, enum gw_dir dir, void *ud)
 {
-	struct gw_channel *ch = dir == TO_BOT || dir == TO_MOD ? channel_get(m->channel_id, 1) : NULL;
+	struct gw_channel *ch = channel_get(m->channel_id, 1);
 	struct gw_msg *old;
 	int err;
 
@@ -343,7 +295,7 @@ static int restore_one(struct gw_msg *m, int dir, void *ud)
 }
 
 /* Sends everything ch holds for direction dir to c (oldest first). */
-static void drain_ring(struct gw_channel *ch, int dir, struct gw_conn *c, int64_t now)
+static void drain_ring(struct gw_channel *ch, enum gw_dir dir, struct gw_conn *c, int64_t now)
 {
 	struct gw_msg *m;
 
@@ -363,7 +315,8 @@ static void drain_ring(struct gw_channel *ch, int dir, struct gw_conn *c, int64_
 
 /* Hands msgs (a dropped peer's unsent messages) to successor c, or back to
  * the front of their queues when c is NULL. Frees the array. */
-static void give_back(struct gw_msg **msgs, size_t n, int dir, struct gw_conn *c, int64_t now)
+static void give_back(struct gw_msg **msgs, size_t n, enum gw_dir dir, struct gw_conn *c,
+                      int64_t now)
 {
 	size_t i;
 
@@ -428,9 +381,8 @@ static void unregister(struct gw_conn *c)
 	}
 }
 
-void registry_disconnect(struct gw_conn *c)
+void registry_disconnect(struct gw_conn *c, struct gw_defer *d)
 {
-	struct flush_set fs = { .n = 0 };
 	struct gw_msg **unsent;
 	size_t n;
 	int role, last = 0;
@@ -444,12 +396,12 @@ void registry_disconnect(struct gw_conn *c)
 		unregister(c);
 		last = role == GW_ROLE_MOD && ch->nmods == 0;
 		if (role == GW_ROLE_MOD)
-			notify_bot("mod_disconnected", c, &fs);
+			notify_bot("mod_disconnected", c, d);
 		else
-			notify_mods("bot_disconnected", c->hs.bot_id, &fs);
+			notify_mods("bot_disconnected", c->hs.bot_id, d);
 	}
 	if (role == GW_ROLE_BOT || last) {
-		give_back(unsent, n, role == GW_ROLE_BOT ? TO_BOT : TO_MOD, NULL, 0);
+		give_back(unsent, n, role == GW_ROLE_BOT ? GW_TO_BOT : GW_TO_MOD, NULL, 0);
 	} else {
 		/* other mods of the channel had these */
 		for (size_t i = 0; i < n; i++)
@@ -461,12 +413,14 @@ void registry_disconnect(struct gw_conn *c)
 		channel_gc(ch);
 	}
 	pthread_mutex_unlock(&reg.lock);
-	flush_all(&fs, NULL);
 }
 
 void registry_release(struct gw_conn *c)
 {
-	registry_disconnect(c);
+	struct gw_defer d = GW_DEFER_INIT;
+
+	registry_disconnect(c, &d);
+	conn_defer_free(&d);
 	pthread_mutex_lock(&reg.lock);
 	if (c->prev)
 		c->prev->next = c->next;
@@ -516,14 +470,13 @@ static void reply_connected(struct gw_conn *c)
 			n += (size_t)snprintf(buf + n, cap - n, "]}");
 		}
 	}
-	conn_queue(c, 1, buf, n);
+	conn_queue(c, GW_OP_TEXT, buf, n);
 	if (buf != small)
 		free(buf);
 }
 
-static enum gw_join join_mod(struct gw_conn *c)
+static enum gw_join join_mod(struct gw_conn *c, struct gw_defer *d)
 {
-	struct flush_set fs = { .n = 0 };
 	struct gw_channel *ch;
 	struct gw_conn *old;
 	struct gw_msg **stolen = NULL;
@@ -545,13 +498,11 @@ static enum gw_join join_mod(struct gw_conn *c)
 		unregister(old);
 		old->channel = NULL;
 		conn_set_why(old, "replaced");
-		stolen = conn_takeover(old, 1000, "Replaced by a new connection.", &n);
+		stolen = conn_takeover(old, GW_CLOSE_NORMAL, "Replaced by a new connection.", &n);
 		log_event(GW_LOG_INFO, "mod replaced", "remote", old->remote,
 		          "server_id", old->hs.server_id, "channel", ch->id, NULL);
 	}
-	pthread_mutex_lock(&c->lock);
-	c->state = c->state == GW_CONN_OPEN ? GW_CONN_READY : c->state;
-	pthread_mutex_unlock(&c->lock);
+	(void)conn_make_ready(c);   /* if its peer left meanwhile, disconnect follows */
 	c->chan_next = ch->mods;
 	ch->mods = c;
 	ch->nmods++;
@@ -559,18 +510,16 @@ static enum gw_join join_mod(struct gw_conn *c)
 	c->channel = ch;
 	c->registered = 1;
 	reply_connected(c);
-	give_back(stolen, n, TO_MOD, c, now);
-	drain_ring(ch, TO_MOD, c, now);
-	notify_bot("mod_connected", c, &fs);
+	give_back(stolen, n, GW_TO_MOD, c, now);
+	drain_ring(ch, GW_TO_MOD, c, now);
+	notify_bot("mod_connected", c, d);
+	conn_defer(d, c);
 	pthread_mutex_unlock(&reg.lock);
-	conn_flush(c);
-	flush_all(&fs, NULL);
 	return GW_JOIN_OK;
 }
 
-static enum gw_join join_bot(struct gw_conn *c)
+static enum gw_join join_bot(struct gw_conn *c, struct gw_defer *d)
 {
-	struct flush_set fs = { .n = 0 };
 	struct gw_conn *old;
 	struct gw_msg **stolen = NULL;
 	size_t n = 0;
@@ -585,7 +534,7 @@ static enum gw_join join_bot(struct gw_conn *c)
 		uint64_t pongs = __atomic_load_n(&old->pongs, __ATOMIC_ACQUIRE);
 
 		conn_ref(old);
-		conn_send(old, 9, "probe", 5);
+		conn_send(old, GW_OP_PING, "probe", 5);
 		until.tv_sec = deadline / 1000;
 		until.tv_nsec = (deadline % 1000) * 1000000;
 		while (reg.bot == old && __atomic_load_n(&old->pongs, __ATOMIC_ACQUIRE) == pongs &&
@@ -599,60 +548,55 @@ static enum gw_join join_bot(struct gw_conn *c)
 			}
 			unregister(old);
 			conn_set_why(old, "no answer to probe");
-			stolen = conn_takeover(old, 1000, "Replaced: no answer to a probe.", &n);
+			stolen = conn_takeover(old, GW_CLOSE_NORMAL, "Replaced: no answer to a probe.", &n);
 			log_event(GW_LOG_WARN, "bot did not answer a probe, replaced", "remote", old->remote,
 			          "bot_id", old->hs.bot_id, NULL);
 		}
 		conn_unref(old);
 		/* else the old bot left meanwhile: look again */
 	}
-	pthread_mutex_lock(&c->lock);
-	if (c->state != GW_CONN_OPEN) {
+	if (conn_make_ready(c) < 0) {
 		/* our own peer went away while we waited */
-		pthread_mutex_unlock(&c->lock);
-		give_back(stolen, n, TO_BOT, NULL, 0);
+		give_back(stolen, n, GW_TO_BOT, NULL, 0);
 		pthread_mutex_unlock(&reg.lock);
 		return GW_JOIN_CLOSED;
 	}
-	c->state = GW_CONN_READY;
-	pthread_mutex_unlock(&c->lock);
 	reg.bot = c;
 	reg.nbots++;
 	c->registered = 1;
 	now = gw_now_real();
 	reply_connected(c);
-	give_back(stolen, n, TO_BOT, c, now);
+	give_back(stolen, n, GW_TO_BOT, c, now);
 	for (size_t i = 0; i < reg.nbuckets; i++) {
 		struct gw_channel *ch, *next;
 
 		for (ch = reg.buckets[i]; ch; ch = next) {
 			next = ch->hnext;
-			drain_ring(ch, TO_BOT, c, now);
+			drain_ring(ch, GW_TO_BOT, c, now);
 			channel_gc(ch);
 		}
 	}
-	notify_mods("bot_connected", c->hs.bot_id, &fs);
+	notify_mods("bot_connected", c->hs.bot_id, d);
+	conn_defer(d, c);
 	pthread_mutex_unlock(&reg.lock);
-	conn_flush(c);
-	flush_all(&fs, NULL);
 	return GW_JOIN_OK;
 }
 
-enum gw_join registry_join(struct gw_conn *c)
+enum gw_join registry_join(struct gw_conn *c, struct gw_defer *d)
 {
 	if (c->hs.role == GW_ROLE_MOD)
-		return c->key == GW_KEY_BOT ? GW_JOIN_FORBIDDEN : join_mod(c);
-	return c->key == GW_KEY_MOD ? GW_JOIN_FORBIDDEN : join_bot(c);
+		return c->key == GW_KEY_BOT ? GW_JOIN_FORBIDDEN : join_mod(c, d);
+	return c->key == GW_KEY_MOD ? GW_JOIN_FORBIDDEN : join_bot(c, d);
 }
 
 enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m, int *duplicate,
-                              struct gw_defer *defer)
+                              struct gw_defer *d)
 {
-	struct flush_set fs = { .n = 0 };
 	struct gw_channel *ch;
 	enum gw_status st = GW_STATUS_QUEUED;
 	int64_t now = gw_now_real();
-	int dir = c->hs.role == GW_ROLE_MOD ? TO_BOT : TO_MOD, first;
+	enum gw_dir dir = c->hs.role == GW_ROLE_MOD ? GW_TO_BOT : GW_TO_MOD;
+	int first;
 	struct gw_dedup *seen = reg.seen[c->hs.role];
 
 	*duplicate = 0;
@@ -670,20 +614,20 @@ enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m, int *duplicat
 	ch = channel_get(m->channel_id, 1);
 	if (!ch) {
 		st = GW_STATUS_FAILED;
-	} else if (dir == TO_BOT && reg.bot) {
+	} else if (dir == GW_TO_BOT && reg.bot) {
 		if (conn_queue_msg(reg.bot, m, ch->dropped[dir], now) == 0) {
 			ch->dropped[dir] = 0;
 			st = GW_STATUS_COMPLETED;
-			flush_add(&fs, reg.bot);
+			conn_defer(d, reg.bot);
 		}
-	} else if (dir == TO_MOD) {
+	} else if (dir == GW_TO_MOD) {
 		uint64_t dropped = ch->dropped[dir];
 
 		for (struct gw_conn *mod = ch->mods; mod; mod = mod->chan_next) {
 			if (conn_queue_msg(mod, m, dropped, now) == 0) {
 				ch->dropped[dir] = 0;
 				st = GW_STATUS_COMPLETED;
-				flush_add(&fs, mod);
+				conn_defer(d, mod);
 			}
 		}
 	}
@@ -700,8 +644,27 @@ enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m, int *duplicat
 		dedup_record(seen, m->sender, m->msg_id, (int)st);
 	pthread_mutex_unlock(&reg.lock);
 	proto_msg_unref(m);
-	flush_all(&fs, defer);
 	return st;
+}
+
+void registry_delivered(struct gw_msg **msgs, size_t n)
+{
+	uint64_t *seqs = malloc(n * sizeof(*seqs));
+	size_t k = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		/* dropped from a queue meanwhile: its row went then */
+		if (__atomic_exchange_n(&msgs[i]->stored, 0, __ATOMIC_ACQ_REL)) {
+			if (seqs)
+				seqs[k++] = msgs[i]->seq;
+			else
+				store_del(&msgs[i]->seq, 1);   /* ENOMEM: one at a time */
+		}
+		proto_msg_unref(msgs[i]);
+	}
+	if (seqs)
+		store_del(seqs, k);
+	free(seqs);
 }
 
 void registry_pong(struct gw_conn *c)
@@ -723,18 +686,20 @@ void registry_tick(int64_t now)
 		enum gw_conn_state st;
 
 		switch (conn_housekeep(c, now, (int64_t)cfg->write_timeout * 1000, &st)) {
-		case 1:
+		case GW_HK_WRITE_TIMEOUT:
 			metrics_inc(GW_M_WRITE_TIMEOUTS);
 			continue;
-		case 2:
+		case GW_HK_CLOSE_EXPIRED:
 			continue;
+		case GW_HK_NONE:
+			break;
 		}
 		if (st == GW_CONN_OPEN && now - c->created_ms >= (int64_t)cfg->handshake_timeout * 1000) {
 			log_event(GW_LOG_INFO, "handshake timeout", "remote", c->remote, NULL);
 			n = proto_error("Handshake timeout.", 408, NULL, buf, sizeof(buf));
-			conn_queue(c, 1, buf, n);
+			conn_queue(c, GW_OP_TEXT, buf, n);
 			conn_set_why(c, "handshake timeout");
-			conn_close(c, 1000, "Handshake timeout.", 1000);
+			conn_close(c, GW_CLOSE_NORMAL, "Handshake timeout.", GW_CLOSE_GRACE_MS);
 		} else if (st == GW_CONN_READY) {
 			int64_t seen = __atomic_load_n(&c->last_seen_ms, __ATOMIC_ACQUIRE);
 
@@ -743,10 +708,10 @@ void registry_tick(int64_t now)
 				          "role", proto_role_name(c->hs.role), NULL);
 				conn_set_why(c, "read timeout");
 				metrics_inc(GW_M_READ_TIMEOUTS);
-				conn_close(c, 1000, "Read timeout.", 1000);
+				conn_close(c, GW_CLOSE_NORMAL, "Read timeout.", GW_CLOSE_GRACE_MS);
 			} else if (now - c->last_ping_ms >= (int64_t)cfg->ping_interval * 1000) {
 				c->last_ping_ms = now;
-				conn_send(c, 9, NULL, 0);
+				conn_send(c, GW_OP_PING, NULL, 0);
 			}
 		}
 	}
@@ -759,7 +724,7 @@ void registry_revoke(unsigned kinds)
 	for (struct gw_conn *c = reg.conns; c; c = c->next) {
 		if (kinds & (1u << c->key)) {
 			conn_set_why(c, "key revoked");
-			conn_close(c, 1008, "Key revoked.", 1000);
+			conn_close(c, GW_CLOSE_POLICY, "Key revoked.", GW_CLOSE_GRACE_MS);
 		}
 	}
 	pthread_mutex_unlock(&reg.lock);
@@ -770,7 +735,7 @@ void registry_close_all(int code, const char *reason)
 	pthread_mutex_lock(&reg.lock);
 	for (struct gw_conn *c = reg.conns; c; c = c->next) {
 		conn_set_why(c, "shutdown");
-		conn_close(c, code, reason, 1000);
+		conn_close(c, code, reason, GW_CLOSE_GRACE_MS);
 	}
 	pthread_mutex_unlock(&reg.lock);
 }

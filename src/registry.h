@@ -6,9 +6,12 @@
  * falls back to and a reconnect's flush are one atomic step: per channel and
  * direction, delivery order is acceptance order.
  *
- * Lock order: registry lock -> conn lock (conn.h). Nothing blocks under the
- * registry lock: frames are only appended to output buffers; the sends
- * happen after it is released (conn_flush never blocks either).
+ * Lock order: registry lock -> conn lock (conn.h) -> the I/O loop's lock
+ * (conn.c); the store's lock (store.c) is taken under the registry lock
+ * or under none. Nothing blocks under the registry lock but a store write
+ * (a `queued` ack promises the disk): frames are only appended to output
+ * buffers, and the recipients go into the caller's held-back flushes
+ * (struct gw_defer, conn.h), sent after the lock is released.
  */
 #ifndef GW_REGISTRY_H
 #define GW_REGISTRY_H
@@ -16,21 +19,11 @@
 #include <stdint.h>
 #include "config.h"
 #include "conn.h"
+#include "metrics.h"
 #include "protocol.h"
-
-/* Acceptance result of one message. */
-enum gw_status { GW_STATUS_COMPLETED, GW_STATUS_QUEUED, GW_STATUS_FAILED };
 
 /* Outcome of a handshake. */
 enum gw_join { GW_JOIN_OK, GW_JOIN_FORBIDDEN, GW_JOIN_CONFLICT, GW_JOIN_CLOSED };
-
-struct gw_stats {
-	unsigned mods, bots, pending;  /* connections by role; not yet handshaken */
-	unsigned channels;
-	uint64_t queued_msgs, queued_bytes;
-	uint64_t msgs[2][3];           /* [to_bot, to_mod][enum gw_status] */
-	uint64_t dropped, duplicates;
-};
 
 /* Not thread-safe: call before the server starts / after it stopped. */
 int registry_init(const struct gw_config *cfg);
@@ -45,25 +38,32 @@ struct gw_conn *registry_conn_new(const char *remote, enum gw_key_kind key);
  * registry's reference. Call exactly once per registry_conn_new. */
 void registry_release(struct gw_conn *c);
 
-/* Handshake done on c (c->hs filled). Registers it and sends the
- * "connected" reply followed by everything queued for it. A mod replaces a
- * mod with the same server_id on the channel; a bot takes the slot unless a
- * live bot answers a probe ping within bot_probe_timeout (GW_JOIN_CONFLICT).
- * Blocks the calling (reader) thread for up to bot_probe_timeout. */
-enum gw_join registry_join(struct gw_conn *c);
+/* Handshake done on c (c->hs filled). Registers it and queues the
+ * "connected" reply followed by everything queued for it; c and whoever is
+ * told of its arrival are added to d (the caller flushes it). A mod
+ * replaces a mod with the same server_id on the channel; a bot takes the
+ * slot unless a live bot answers a probe ping within bot_probe_timeout
+ * (GW_JOIN_CONFLICT). Blocks the calling (reader) thread for up to
+ * bot_probe_timeout. */
+enum gw_join registry_join(struct gw_conn *c, struct gw_defer *d);
 
 /* Routes m from c (steals the caller's reference). Returns the status to
  * ack. When the same sender sent m's msg_id within its last dedup_window
  * messages, m is not routed again: *duplicate is set to 1 and the first
  * status is returned. A `failed` message is not remembered (a retry is a new
- * attempt). The recipients are flushed before it returns, or added to
- * `defer` (c's reader's held-back flushes) if that is not NULL. */
+ * attempt). The recipients are added to d: the caller flushes it. */
 enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m, int *duplicate,
-                              struct gw_defer *defer);
+                              struct gw_defer *d);
 
 /* The peer's reader ended: unregisters c and puts what it had not taken
- * back in front of its queues. Idempotent. */
-void registry_disconnect(struct gw_conn *c);
+ * back in front of its queues; whoever is told of its leaving goes into d.
+ * Idempotent. */
+void registry_disconnect(struct gw_conn *c, struct gw_defer *d);
+
+/* The I/O thread's report (conn_loop_start): these stored messages were
+ * delivered. Deletes their rows in one transaction, outside every conn
+ * lock; takes over the references and frees msgs' elements (not msgs). */
+void registry_delivered(struct gw_msg **msgs, size_t n);
 
 /* A pong arrived on c (wakes a bot probe waiting on it). */
 void registry_pong(struct gw_conn *c);

@@ -1,6 +1,7 @@
 /*
- * server.h - the HTTP side: CivetWeb set-up and its callbacks for /sync,
- * /health, /metrics. Thin: decisions live in registry.c and protocol.c.
+ * server.h - the HTTP side: CivetWeb set-up, /health, /metrics and the
+ * key check for /sync, whose websockets session.c serves. Thin: decisions
+ * live in registry.c, session.c and protocol.c.
  */
 #ifndef GW_SERVER_H
 #define GW_SERVER_H
@@ -8,8 +9,9 @@
 #include <stddef.h>
 #include "config.h"
 
-/* Starts listening and the housekeeping thread. cfg must outlive the
- * server. Returns 0, or -1 with one line in err (e.g. port in use). */
+/* Starts listening (CivetWeb and its workers); the registry and the I/O
+ * thread must be up already. cfg must outlive the server. Returns 0, or -1
+ * with one line in err (e.g. port in use). */
 int server_start(const struct gw_config *cfg, char *err, size_t errlen);
 
 /* The port actually bound. */
@@ -20,7 +22,7 @@ int server_port(void);
 void server_set_keys(const struct gw_config *cfg);
 
 /* Closes every websocket with 1001 "Going away.", waits up to grace_ms for
- * them to end, then stops CivetWeb and the housekeeping thread. */
+ * them to end, then stops CivetWeb (its workers are joined). */
 void server_stop(int grace_ms);
 
 #endif

@@ -477,7 +477,7 @@ static void log_sql_error(const char *event, uint64_t seq, const char *channel,
 	          "error", errtext, NULL);
 }
 
-int store_put(const struct gw_msg *m, int dir)
+int store_put(const struct gw_msg *m, enum gw_dir dir)
 {
 	sqlite3_stmt *s;
 	char errtext[256];
@@ -485,7 +485,7 @@ int store_put(const struct gw_msg *m, int dir)
 
 	if (!store_enabled())
 		return 0;
-	if (m == NULL || (dir != GW_STORE_TO_BOT && dir != GW_STORE_TO_MOD) ||
+	if (m == NULL || (dir != GW_TO_BOT && dir != GW_TO_MOD) ||
 	    m->seq == 0 || m->seq > INT64_MAX) {
 		log_sql_error("store write refused", m ? m->seq : 0,
 		              m ? m->channel_id : NULL, "bad message, direction or seq");
@@ -529,31 +529,43 @@ int store_put(const struct gw_msg *m, int dir)
 	return 0;
 }
 
-int store_del(uint64_t seq)
+int store_del(const uint64_t *seqs, size_t n)
 {
-	char errtext[256];
-	int rc;
+	char errtext[256] = "";
+	uint64_t bad = 0;
+	int rc = SQLITE_DONE, batch = n > 1;
 
-	if (!store_enabled())
+	if (!store_enabled() || n == 0)
 		return 0;
-	if (seq == 0 || seq > INT64_MAX)
-		return 0;    /* never stored: nothing to delete */
 
 	pthread_mutex_lock(&st.lock);
 	if (st.db == NULL) {
 		pthread_mutex_unlock(&st.lock);
 		return 0;
 	}
-	rc = sqlite3_bind_int64(st.del, 1, (sqlite3_int64)seq);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_step(st.del);
-	if (rc != SQLITE_DONE)
+	/* one transaction: one sync for the whole batch */
+	if (batch && sqlite3_exec(st.db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+		rc = SQLITE_ERROR;
+	for (size_t i = 0; i < n && rc == SQLITE_DONE; i++) {
+		if (seqs[i] == 0 || seqs[i] > INT64_MAX)
+			continue;    /* never stored: nothing to delete */
+		rc = sqlite3_bind_int64(st.del, 1, (sqlite3_int64)seqs[i]);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_step(st.del);
+		sqlite3_reset(st.del);
+		bad = seqs[i];
+	}
+	if (rc == SQLITE_DONE && batch && sqlite3_exec(st.db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+		rc = SQLITE_ERROR;
+	if (rc != SQLITE_DONE) {
 		snprintf(errtext, sizeof(errtext), "%s", sqlite3_errmsg(st.db));
-	sqlite3_reset(st.del);
+		if (batch)
+			sqlite3_exec(st.db, "ROLLBACK", NULL, NULL, NULL);
+	}
 	pthread_mutex_unlock(&st.lock);
 
 	if (rc != SQLITE_DONE) {
-		log_sql_error("store delete failed", seq, NULL, errtext);
+		log_sql_error("store delete failed", bad, NULL, errtext);
 		return -1;
 	}
 	return 0;
@@ -606,7 +618,7 @@ static int row_load(sqlite3_stmt *s, struct loaded *out, uint64_t *max_seq)
 	body_len = (size_t)sqlite3_column_bytes(s, 7);
 
 	out->m = NULL;
-	if (seq > 0 && (dir == GW_STORE_TO_BOT || dir == GW_STORE_TO_MOD) &&
+	if (seq > 0 && (dir == GW_TO_BOT || dir == GW_TO_MOD) &&
 	    (origin == GW_ROLE_MOD || origin == GW_ROLE_BOT) &&
 	    body != NULL && body_len > 0 && *(const char *)body == '{') {
 		out->m = proto_msg_new((enum gw_role)origin, text[0], text[1], text[2],
@@ -633,7 +645,7 @@ static int row_load(sqlite3_stmt *s, struct loaded *out, uint64_t *max_seq)
 	return 1;
 }
 
-int store_load(int (*cb)(struct gw_msg *m, int dir, void *ud), void *ud,
+int store_load(int (*cb)(struct gw_msg *m, enum gw_dir dir, void *ud), void *ud,
                uint64_t *max_seq)
 {
 	struct loaded *v = NULL, *nv;

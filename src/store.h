@@ -23,10 +23,6 @@
 #include "config.h"
 #include "protocol.h"
 
-/* Direction of a stored message, as the registry's rings. */
-#define GW_STORE_TO_BOT 0
-#define GW_STORE_TO_MOD 1
-
 /* Opens (creating it and its folder if missing) the store at path with the
  * given [store] sync; path "" means memory only. The file is checked
  * (quick_check, schema version) and locked for this process: a second
@@ -42,15 +38,16 @@ void store_close(void);
 /* 1 if a file is open, 0 in memory-only mode. Thread-safe. */
 int store_enabled(void);
 
-/* Writes m (borrowed) queued in direction dir (GW_STORE_TO_BOT/_TO_MOD),
+/* Writes m (borrowed) queued in direction dir,
  * keyed by m->seq; a row with that seq is replaced. Returns 0 once the row
  * is committed, -1 on error (logged here, once). Thread-safe; blocks on the
  * disk write (and fsync with sync = full). */
-int store_put(const struct gw_msg *m, int dir);
+int store_put(const struct gw_msg *m, enum gw_dir dir);
 
-/* Deletes the row of seq (delivered or dropped). A missing row is not an
- * error. Returns 0 or -1 (logged). Thread-safe. */
-int store_del(uint64_t seq);
+/* Deletes the rows of the n seqs (delivered or dropped) in one
+ * transaction: all or none. A missing row is not an error. Returns 0 or -1
+ * (logged). Thread-safe; blocks on the disk write. */
+int store_del(const uint64_t *seqs, size_t n);
 
 /* Reads every row in seq order and hands each as a new message to
  * cb(m, dir, ud), which owns that reference whatever it returns. cb is
@@ -60,7 +57,7 @@ int store_del(uint64_t seq);
  * skipped with a warning and left in the file. *max_seq (may be NULL)
  * receives the largest seq in the file, 0 if none. Returns the number of
  * messages handed to cb, or -1 on error (logged). */
-int store_load(int (*cb)(struct gw_msg *m, int dir, void *ud), void *ud,
+int store_load(int (*cb)(struct gw_msg *m, enum gw_dir dir, void *ud), void *ud,
                uint64_t *max_seq);
 
 /* Number of rows, 0 when off, -1 on error. Thread-safe. */

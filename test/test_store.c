@@ -117,7 +117,7 @@ static void msg_assert_same(const struct gw_msg *a, const struct gw_msg *b)
 	free(fb);
 }
 
-static int collect(struct gw_msg *m, int dir, void *ud)
+static int collect(struct gw_msg *m, enum gw_dir dir, void *ud)
 {
 	struct collected *c = ud;
 
@@ -194,7 +194,7 @@ static const char *open_refused(const char *path)
 	return err;
 }
 
-static void put_ok(struct gw_msg *m, int dir)
+static void put_ok(struct gw_msg *m, enum gw_dir dir)
 {
 	assert_int_equal(store_put(m, dir), 0);
 }
@@ -243,13 +243,13 @@ static void test_roundtrip(void **state)
 {
 	struct fixture *f = *state;
 	/* seq, role, dir; put out of order, both directions, two channels */
-	static const struct { uint64_t seq; enum gw_role role; int dir; const char *ch; } rows[] = {
-		{ 7, GW_ROLE_MOD, GW_STORE_TO_BOT, "chan-1" },
-		{ 2, GW_ROLE_BOT, GW_STORE_TO_MOD, "chan-1" },
-		{ 11, GW_ROLE_BOT, GW_STORE_TO_MOD, "chan-2" },
-		{ 3, GW_ROLE_MOD, GW_STORE_TO_BOT, "chan-2" },
-		{ 5, GW_ROLE_MOD, GW_STORE_TO_BOT, "chan-1" },
-		{ 9, GW_ROLE_BOT, GW_STORE_TO_MOD, "chan-1" },
+	static const struct { uint64_t seq; enum gw_role role; enum gw_dir dir; const char *ch; } rows[] = {
+		{ 7, GW_ROLE_MOD, GW_TO_BOT, "chan-1" },
+		{ 2, GW_ROLE_BOT, GW_TO_MOD, "chan-1" },
+		{ 11, GW_ROLE_BOT, GW_TO_MOD, "chan-2" },
+		{ 3, GW_ROLE_MOD, GW_TO_BOT, "chan-2" },
+		{ 5, GW_ROLE_MOD, GW_TO_BOT, "chan-1" },
+		{ 9, GW_ROLE_BOT, GW_TO_MOD, "chan-1" },
 	};
 	static const size_t order[] = { 1, 3, 4, 0, 5, 2 };   /* by seq, 5 deleted */
 	struct gw_msg *m[ARRAY_LEN(rows)];
@@ -265,7 +265,7 @@ static void test_roundtrip(void **state)
 		put_ok(m[i], rows[i].dir);
 	}
 	assert_int_equal(store_count(), 6);
-	assert_int_equal(store_del(5), 0);
+	assert_int_equal(store_del(&(uint64_t){ 5 }, 1), 0);
 	assert_int_equal(store_count(), 5);
 
 	assert_int_equal(store_load(collect, &c, &max), 5);
@@ -300,7 +300,7 @@ static void test_reopen(void **state)
 	open_ok(f->path, GW_SYNC_FULL);
 	for (unsigned i = 0; i < 4; i++) {
 		m[i] = msg_make(i % 2 ? GW_ROLE_BOT : GW_ROLE_MOD, "chan-1", i, i + 1, 100);
-		put_ok(m[i], i % 2 ? GW_STORE_TO_MOD : GW_STORE_TO_BOT);
+		put_ok(m[i], i % 2 ? GW_TO_MOD : GW_TO_BOT);
 	}
 	store_close();
 	assert_int_equal(store_enabled(), 0);
@@ -317,7 +317,7 @@ static void test_reopen(void **state)
 	assert_int_equal(store_load(collect, &c, &max), 4);
 	assert_int_equal(max, 4);
 	for (unsigned i = 0; i < 4; i++) {
-		assert_int_equal(c.dir[i], i % 2 ? GW_STORE_TO_MOD : GW_STORE_TO_BOT);
+		assert_int_equal(c.dir[i], i % 2 ? GW_TO_MOD : GW_TO_BOT);
 		msg_assert_same(c.m[i], m[i]);
 		proto_msg_unref(m[i]);
 	}
@@ -336,8 +336,8 @@ static void test_memory_only(void **state)
 	assert_int_equal(store_open("", GW_SYNC_NORMAL, err, sizeof(err)), 0);
 	assert_string_equal(err, "");
 	assert_int_equal(store_enabled(), 0);
-	assert_int_equal(store_put(m, GW_STORE_TO_BOT), 0);
-	assert_int_equal(store_del(1), 0);
+	assert_int_equal(store_put(m, GW_TO_BOT), 0);
+	assert_int_equal(store_del(&(uint64_t){ 1 }, 1), 0);
 	assert_int_equal(store_count(), 0);
 	assert_int_equal(store_load(collect, &c, &max), 0);
 	assert_int_equal(max, 0);
@@ -358,32 +358,60 @@ static void test_replace_and_delete(void **state)
 	struct gw_msg *b = msg_make(GW_ROLE_BOT, "chan-9", 2, 42, 0);
 
 	open_ok(f->path, GW_SYNC_NORMAL);
-	put_ok(a, GW_STORE_TO_BOT);
-	put_ok(a, GW_STORE_TO_BOT);                     /* a retry: same row */
+	put_ok(a, GW_TO_BOT);
+	put_ok(a, GW_TO_BOT);                     /* a retry: same row */
 	assert_int_equal(store_count(), 1);
-	put_ok(b, GW_STORE_TO_MOD);                     /* same seq: replaced */
+	put_ok(b, GW_TO_MOD);                     /* same seq: replaced */
 	assert_int_equal(store_count(), 1);
 	assert_int_equal(store_load(collect, &c, NULL), 1);
-	assert_int_equal(c.dir[0], GW_STORE_TO_MOD);
+	assert_int_equal(c.dir[0], GW_TO_MOD);
 	msg_assert_same(c.m[0], b);
 	collected_free(&c);
 
-	assert_int_equal(store_del(42), 0);
-	assert_int_equal(store_del(42), 0);             /* already gone */
-	assert_int_equal(store_del(7), 0);              /* never there */
+	assert_int_equal(store_del(&(uint64_t){ 42 }, 1), 0);
+	assert_int_equal(store_del(&(uint64_t){ 42 }, 1), 0);             /* already gone */
+	assert_int_equal(store_del(&(uint64_t){ 7 }, 1), 0);              /* never there */
 	assert_int_equal(store_count(), 0);
 
 	/* refused without touching the file */
-	assert_int_equal(store_put(a, 2), -1);
-	assert_int_equal(store_put(NULL, GW_STORE_TO_BOT), -1);
+	assert_int_equal(store_put(a, (enum gw_dir)2), -1);
+	assert_int_equal(store_put(NULL, GW_TO_BOT), -1);
 	a->seq = 0;
-	assert_int_equal(store_put(a, GW_STORE_TO_BOT), -1);
+	assert_int_equal(store_put(a, GW_TO_BOT), -1);
 	assert_int_equal(store_count(), 0);
 	proto_msg_unref(a);
 	proto_msg_unref(b);
 }
 
 /* A callback that stops the load gets -1; nothing leaks (ASan). */
+/* A batch goes in one transaction: the rows named go, the others stay,
+ * missing and never-stored seqs are no error. */
+static void test_delete_batch(void **state)
+{
+	struct fixture *f = *state;
+	struct collected c = { .n = 0 };
+	const uint64_t gone[] = { 2, 4, 99, 0, 6 };
+	struct gw_msg *m[6];
+	size_t i;
+
+	open_ok(f->path, GW_SYNC_FULL);
+	for (i = 0; i < 6; i++) {
+		m[i] = msg_make(GW_ROLE_MOD, "chan-1", (unsigned)i, i + 1, 0);
+		put_ok(m[i], GW_TO_BOT);
+	}
+	assert_int_equal(store_del(gone, ARRAY_LEN(gone)), 0);
+	assert_int_equal(store_count(), 3);
+	assert_int_equal(store_load(collect, &c, NULL), 3);
+	msg_assert_same(c.m[0], m[0]);
+	msg_assert_same(c.m[1], m[2]);
+	msg_assert_same(c.m[2], m[4]);
+	collected_free(&c);
+	assert_int_equal(store_del(gone, 0), 0);        /* nothing asked */
+	assert_int_equal(store_count(), 3);
+	for (i = 0; i < 6; i++)
+		proto_msg_unref(m[i]);
+}
+
 static void test_load_stop(void **state)
 {
 	struct fixture *f = *state;
@@ -393,7 +421,7 @@ static void test_load_stop(void **state)
 	for (unsigned i = 1; i <= 5; i++) {
 		struct gw_msg *m = msg_make(GW_ROLE_MOD, "chan-1", i, i, 0);
 
-		put_ok(m, GW_STORE_TO_BOT);
+		put_ok(m, GW_TO_BOT);
 		proto_msg_unref(m);
 	}
 	assert_int_equal(store_load(collect, &c, NULL), -1);
@@ -412,7 +440,7 @@ static void test_bad_rows_skipped(void **state)
 	uint64_t max;
 
 	open_ok(f->path, GW_SYNC_NORMAL);
-	put_ok(m, GW_STORE_TO_MOD);
+	put_ok(m, GW_TO_MOD);
 	store_close();
 	sql_run(f->path,
 	        "INSERT INTO queue VALUES(5, 7, 0, 'c', 'm', 's', 0, X'7B7D');"
@@ -486,7 +514,7 @@ static void test_locked_by_other_process(void **state)
 
 	open_refused_in_child(f->path);       /* a file this open created */
 	m = msg_make(GW_ROLE_MOD, "chan-1", 1, 1, 0);
-	put_ok(m, GW_STORE_TO_BOT);           /* the holder is unaffected */
+	put_ok(m, GW_TO_BOT);           /* the holder is unaffected */
 	proto_msg_unref(m);
 	store_close();
 	open_refused_in_child(f->path);       /* an existing store */
@@ -547,7 +575,7 @@ static void test_corrupt_file(void **state)
 	for (unsigned i = 1; i <= 200; i++) {
 		struct gw_msg *m = msg_make(GW_ROLE_MOD, "chan-1", i, i, 900);
 
-		put_ok(m, GW_STORE_TO_BOT);
+		put_ok(m, GW_TO_BOT);
 		proto_msg_unref(m);
 	}
 	store_close();
@@ -654,7 +682,7 @@ static void test_survives_kill9(void **state)
 				struct gw_msg *m = msg_make(i % 3 ? GW_ROLE_MOD : GW_ROLE_BOT,
 				                            i % 2 ? "chan-1" : "chan-2", i, i, 0);
 
-				if (store_put(m, i % 3 ? GW_STORE_TO_BOT : GW_STORE_TO_MOD) != 0)
+				if (store_put(m, i % 3 ? GW_TO_BOT : GW_TO_MOD) != 0)
 					_exit(2);
 				/* no unref: the process dies with it */
 			}
@@ -682,7 +710,7 @@ static void test_survives_kill9(void **state)
 			struct gw_msg *m = msg_make(i % 3 ? GW_ROLE_MOD : GW_ROLE_BOT,
 			                            i % 2 ? "chan-1" : "chan-2", i, i, 0);
 
-			assert_int_equal(c.dir[i - 1], i % 3 ? GW_STORE_TO_BOT : GW_STORE_TO_MOD);
+			assert_int_equal(c.dir[i - 1], i % 3 ? GW_TO_BOT : GW_TO_MOD);
 			msg_assert_same(c.m[i - 1], m);
 			proto_msg_unref(m);
 		}
@@ -709,9 +737,9 @@ static void *worker_run(void *arg)
 		uint64_t seq = (uint64_t)w->id * 1000 + i + 1;
 		struct gw_msg *m = msg_make(GW_ROLE_BOT, "chan-t", i, seq, 0);
 
-		w->failures += store_put(m, GW_STORE_TO_MOD) != 0;
+		w->failures += store_put(m, GW_TO_MOD) != 0;
 		if (i % 2)
-			w->failures += store_del(seq) != 0;
+			w->failures += store_del(&(uint64_t){ seq }, 1) != 0;
 		proto_msg_unref(m);
 	}
 	return NULL;
@@ -748,13 +776,13 @@ static void test_throughput(void **state)
 	t0 = now_s();
 	for (seq = 1; seq <= N; seq++) {
 		m->seq = seq;
-		put_ok(m, GW_STORE_TO_BOT);
+		put_ok(m, GW_TO_BOT);
 	}
 	t_put = now_s() - t0;
 	assert_int_equal(store_count(), N);
 	t0 = now_s();
 	for (seq = 1; seq <= N; seq++)
-		assert_int_equal(store_del(seq), 0);
+		assert_int_equal(store_del(&(uint64_t){ seq }, 1), 0);
 	t_del = now_s() - t0;
 	assert_int_equal(store_count(), 0);
 	print_message("    sync=normal: %d puts in %.3f s = %.0f puts/s; "
@@ -766,7 +794,7 @@ static void test_throughput(void **state)
 	t0 = now_s();
 	for (seq = 1; seq <= N_FULL; seq++) {
 		m->seq = seq;
-		put_ok(m, GW_STORE_TO_BOT);
+		put_ok(m, GW_TO_BOT);
 	}
 	t_put = now_s() - t0;
 	print_message("    sync=full:   %d puts in %.3f s = %.0f puts/s\n",
@@ -783,6 +811,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_memory_only, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_replace_and_delete, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_delete_batch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load_stop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_rows_skipped, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_locked_by_other_process, setup, teardown),
