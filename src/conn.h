@@ -147,7 +147,7 @@ int conn_attach(struct gw_conn *c, int fd);
 
 /* Appends one frame. Returns 0, or -1 if c is closing/dead or its output
  * is over GW_OUT_MAX (then the peer is aborted). Does not send: call
- * conn_flush(), or conn_defer(). */
+ * conn_flush(), or defer_add() (defer.h). */
 int conn_queue(struct gw_conn *c, enum gw_opcode op, const void *data, size_t len);
 
 /* Appends a routed message frame carrying `dropped`; takes its own
@@ -162,34 +162,6 @@ void conn_flush(struct gw_conn *c);
 /* The handshake is done: OPEN becomes READY. Returns 0, or -1 if c is no
  * longer open (its peer went away meanwhile). */
 int conn_make_ready(struct gw_conn *c);
-
-/*
- * Held-back flushes: the one way to send after the fact. Whoever appends
- * frames to other conns while holding a lock (the registry), or in the
- * middle of a burst of frames from its own peer (a session), adds those
- * conns to a gw_defer and flushes it once, later: one send per peer per
- * burst instead of one per frame, and no send under the registry lock.
- * A gw_defer belongs to one thread at a time and holds a reference on each
- * conn in it; it starts as GW_DEFER_INIT (no memory until the first add).
- */
-#define GW_DEFER_MAX 1024   /* conns held at most; then they are flushed */
-
-struct gw_defer {
-	struct gw_conn **slot;   /* open addressing, cap slots (a power of 2) */
-	size_t n, cap;
-};
-
-#define GW_DEFER_INIT { NULL, 0, 0 }
-
-/* Adds c to d once. If d is full (or cannot grow), flushes c at once
- * instead: that never blocks, so it is fine under any lock. */
-void conn_defer(struct gw_defer *d, struct gw_conn *c);
-
-/* Flushes every conn in d and empties it (keeping its memory). */
-void conn_flush_deferred(struct gw_defer *d);
-
-/* conn_flush_deferred, then frees d's memory (d is GW_DEFER_INIT again). */
-void conn_defer_free(struct gw_defer *d);
 
 /* conn_queue + conn_flush. */
 int conn_send(struct gw_conn *c, enum gw_opcode op, const void *data, size_t len);

@@ -11,21 +11,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "channel.h"
 #include "dedup.h"
 #include "log.h"
 #include "metrics.h"
-#include "ring.h"
 #include "registry.h"
 #include "store.h"
-
-struct gw_channel {
-	struct gw_channel *hnext;     /* hash chain */
-	struct gw_conn *mods;         /* linked by chan_next */
-	unsigned nmods;
-	struct gw_ring ring[2];       /* by enum gw_dir */
-	uint64_t dropped[2];          /* overwritten since the last delivery */
-	char id[];
-};
 
 static struct {
 	pthread_mutex_t lock;        /* the registry lock: everything below */
@@ -35,30 +26,11 @@ static struct {
 	struct gw_conn *conns;       /* every conn, newest first */
 	unsigned nconns, nmods, nbots;
 	struct gw_conn *bot;         /* the registered bot, or NULL */
-	struct gw_channel **buckets;
-	size_t nbuckets, nchannels;
 	uint64_t seq;                /* acceptance order */
-	uint64_t queued_msgs, queued_bytes;
 	uint64_t msgs[2][3];         /* [dir][enum gw_status] */
-	uint64_t dropped, duplicates;
+	uint64_t duplicates;
 	struct gw_dedup *seen[2];    /* recent msg_ids of mods (by server_id), of the bot */
 } reg = { .lock = PTHREAD_MUTEX_INITIALIZER };
-
-static int restore_one(struct gw_msg *m, enum gw_dir dir, void *ud);
-
-static uint64_t hash_str(const char *s)
-{
-	uint64_t h = 1469598103934665603ULL;
-
-	while (*s)
-		h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
-	return h;
-}
-
-static size_t msg_cost(const struct gw_msg *m)
-{
-	return sizeof(*m) + m->body_len + 64;
-}
 
 int registry_init(const struct gw_config *cfg)
 {
@@ -70,46 +42,17 @@ int registry_init(const struct gw_config *cfg)
 	pthread_condattr_destroy(&ca);
 	reg.pong_ready = 1;
 	reg.cfg = cfg;
-	reg.nbuckets = 1024;
-	reg.buckets = calloc(reg.nbuckets, sizeof(*reg.buckets));
 	/* about 50 MB at most for the mods' windows, a little for the bot */
 	reg.seen[GW_ROLE_MOD] = dedup_new(cfg->dedup_window, (size_t)1 << 20);
 	reg.seen[GW_ROLE_BOT] = dedup_new(cfg->dedup_window, (size_t)cfg->dedup_window * 4);
-	if (!reg.buckets || !reg.seen[0] || !reg.seen[1])
+	if (!reg.seen[0] || !reg.seen[1])
 		return -1;
-	if (store_load(restore_one, NULL, &reg.seq) < 0)
-		return -1;
-	return 0;
-}
-
-static void channel_free(struct gw_channel *ch)
-{
-	for (int d = 0; d < 2; d++) {
-		struct gw_msg *m;
-
-		while ((m = ring_pop(&ch->ring[d])) != NULL) {
-			reg.queued_msgs--;
-			reg.queued_bytes -= msg_cost(m);
-			proto_msg_unref(m);
-		}
-		ring_clear(&ch->ring[d]);
-	}
-	free(ch);
+	return channels_init(cfg, &reg.seq);
 }
 
 void registry_free(void)
 {
-	for (size_t i = 0; reg.buckets && i < reg.nbuckets; i++) {
-		struct gw_channel *ch, *next;
-
-		for (ch = reg.buckets[i]; ch; ch = next) {
-			next = ch->hnext;
-			channel_free(ch);
-		}
-	}
-	free(reg.buckets);
-	reg.buckets = NULL;
-	reg.nbuckets = reg.nchannels = 0;
+	channels_free();
 	for (int r = 0; r < 2; r++) {
 		dedup_free(reg.seen[r]);
 		reg.seen[r] = NULL;
@@ -117,72 +60,7 @@ void registry_free(void)
 	if (reg.pong_ready)
 		pthread_cond_destroy(&reg.pong);
 	reg.pong_ready = 0;
-	reg.seq = reg.queued_msgs = reg.queued_bytes = 0;
-}
-
-/* Channel lookup; creates it when create is set. NULL if absent/ENOMEM. */
-static struct gw_channel *channel_get(const char *id, int create)
-{
-	size_t b = hash_str(id) & (reg.nbuckets - 1);
-	struct gw_channel *ch;
-	size_t len;
-
-	for (ch = reg.buckets[b]; ch; ch = ch->hnext)
-		if (strcmp(ch->id, id) == 0)
-			return ch;
-	if (!create)
-		return NULL;
-	if (reg.nchannels >= reg.nbuckets * 2) {
-		/* grow: rehash into twice the buckets */
-		size_t nb = reg.nbuckets * 2;
-		struct gw_channel **nv = calloc(nb, sizeof(*nv));
-
-		if (nv) {
-			for (size_t i = 0; i < reg.nbuckets; i++) {
-				struct gw_channel *next;
-
-				for (ch = reg.buckets[i]; ch; ch = next) {
-					size_t nbk = hash_str(ch->id) & (nb - 1);
-
-					next = ch->hnext;
-					ch->hnext = nv[nbk];
-					nv[nbk] = ch;
-				}
-			}
-			free(reg.buckets);
-			reg.buckets = nv;
-			reg.nbuckets = nb;
-			b = hash_str(id) & (nb - 1);
-		}
-	}
-	len = strlen(id);
-	ch = calloc(1, sizeof(*ch) + len + 1);
-	if (!ch)
-		return NULL;
-	memcpy(ch->id, id, len + 1);
-	ch->hnext = reg.buckets[b];
-	reg.buckets[b] = ch;
-	reg.nchannels++;
-	return ch;
-}
-
-/* Frees a channel that holds nothing any more, so that ids sent once cost
- * nothing forever. */
-static void channel_gc(struct gw_channel *ch)
-{
-	struct gw_channel **pp;
-
-	if (ch->nmods || ring_count(&ch->ring[GW_TO_BOT]) || ring_count(&ch->ring[GW_TO_MOD]) ||
-	    ch->dropped[GW_TO_BOT] || ch->dropped[GW_TO_MOD])
-		return;
-	for (pp = &reg.buckets[hash_str(ch->id) & (reg.nbuckets - 1)]; *pp; pp = &(*pp)->hnext) {
-		if (*pp == ch) {
-			*pp = ch->hnext;
-			reg.nchannels--;
-			channel_free(ch);
-			return;
-		}
-	}
+	reg.seq = 0;
 }
 
 /* Presence: tells the bot (if it asked for events) that mod came or went. */
@@ -196,7 +74,7 @@ static void notify_bot(const char *event, const struct gw_conn *mod, struct gw_d
 	n = proto_event(event, mod->hs.channel_id, mod->hs.server_id, NULL, gw_now_real(), buf,
 	                sizeof(buf));
 	if (n && conn_queue(reg.bot, GW_OP_TEXT, buf, n) == 0)
-		conn_defer(d, reg.bot);
+		defer_add(d, reg.bot);
 }
 
 /* Presence: tells every mod that asked for events that the bot came or went. */
@@ -208,90 +86,7 @@ static void notify_mods(const char *event, const char *bot_id, struct gw_defer *
 	for (struct gw_conn *c = reg.conns; n && c; c = c->next)
 		if (c->registered && c->hs.role == GW_ROLE_MOD && c->hs.events &&
 		    conn_queue(c, GW_OP_TEXT, buf, n) == 0)
-			conn_defer(d, c);
-}
-
-/* Forgets the stored row of m, if any: it was dropped. */
-static void unstore(struct gw_msg *m)
-{
-	if (__atomic_exchange_n(&m->stored, 0, __ATOMIC_ACQ_REL))
-		store_del(&m->seq, 1);
-}
-
-/* Queues m (reference stolen) for the offline side of ch: a new message at
- * the back, or one a dropped peer had not taken at the front (it is older
- * than everything queued). With a store, m is committed to disk before this
- * returns QUEUED - under the registry lock on purpose: the ack must not
- * promise more than the disk holds, and rows must follow acceptance order. */
-static enum gw_status enqueue(struct gw_channel *ch, enum gw_dir dir, struct gw_msg *m, int front)
-{
-	struct gw_msg *old;
-	int err;
-
-	if (!front && reg.queued_bytes + msg_cost(m) > reg.cfg->queue_bytes_max) {
-		proto_msg_unref(m);
-		return GW_STATUS_FAILED;
-	}
-	if (store_enabled() && !__atomic_load_n(&m->stored, __ATOMIC_ACQUIRE)) {
-		if (store_put(m, dir) == 0) {
-			__atomic_store_n(&m->stored, 1, __ATOMIC_RELEASE);
-		} else if (!front) {
-			proto_msg_unref(m);
-			return GW_STATUS_FAILED;
-		}
-	}
-	old = front ? ring_push_front(&ch->ring[dir], reg.cfg->queue_max, m, &err)
-	            : ring_push(&ch->ring[dir], reg.cfg->queue_max, m, &err);
-	if (err) {
-		unstore(m);
-		proto_msg_unref(m);
-		return GW_STATUS_FAILED;
-	}
-	if (old != m) {
-		reg.queued_msgs++;
-		reg.queued_bytes += msg_cost(m);
-	}
-	if (old) {
-		if (old != m) {
-			reg.queued_msgs--;
-			reg.queued_bytes -= msg_cost(old);
-		}
-		if (ch->dropped[dir]++ == 0)
-			log_event(GW_LOG_WARN, "queue full, oldest message dropped",
-			          "channel", ch->id, "direction", dir == GW_TO_BOT ? "to_bot" : "to_mod", NULL);
-		reg.dropped++;
-		unstore(old);
-		proto_msg_unref(old);
-	}
-	return GW_STATUS_QUEUED;
-}
-
-/* store_load callback: rebuilds the rings in acceptance order. */
-static int restore_one(struct gw_msg *m, enum gw_dir dir, void *ud)
-{
-	struct gw_channel *ch = channel_get(m->channel_id, 1);
-	struct gw_msg *old;
-	int err;
-
-	(void)ud;
-	__atomic_store_n(&m->stored, 1, __ATOMIC_RELEASE);
-	if (!ch || !(old = ring_push(&ch->ring[dir], reg.cfg->queue_max, m, &err), !err)) {
-		log_event(GW_LOG_ERROR, "cannot restore a queued message", "channel", m->channel_id, NULL);
-		proto_msg_unref(m);
-		return -1;
-	}
-	reg.queued_msgs++;
-	reg.queued_bytes += msg_cost(m);
-	if (old) {
-		/* queue_max was lowered since they were queued: the oldest go, counted */
-		reg.queued_msgs--;
-		reg.queued_bytes -= msg_cost(old);
-		ch->dropped[dir]++;
-		reg.dropped++;
-		unstore(old);
-		proto_msg_unref(old);
-	}
-	return 0;
+			defer_add(d, c);
 }
 
 /* Sends everything ch holds for direction dir to c (oldest first). */
@@ -299,18 +94,23 @@ static void drain_ring(struct gw_channel *ch, enum gw_dir dir, struct gw_conn *c
 {
 	struct gw_msg *m;
 
-	while ((m = ring_pop(&ch->ring[dir])) != NULL) {
-		reg.queued_msgs--;
-		reg.queued_bytes -= msg_cost(m);
+	while ((m = channel_pop(ch, dir)) != NULL) {
 		if (conn_queue_msg(c, m, ch->dropped[dir], now) == 0) {
 			ch->dropped[dir] = 0;
 			proto_msg_unref(m);
 		} else {
 			/* c is going away already: keep m for the next one */
-			enqueue(ch, dir, m, 1);
+			channel_enqueue(ch, dir, m, 1);
 			break;
 		}
 	}
+}
+
+/* channels_each: a bot arrived (ud), its queues go to it. */
+static void drain_to_bot(struct gw_channel *ch, void *ud)
+{
+	drain_ring(ch, GW_TO_BOT, ud, gw_now_real());
+	channel_gc(ch);
 }
 
 /* Hands msgs (a dropped peer's unsent messages) to successor c, or back to
@@ -330,7 +130,7 @@ static void give_back(struct gw_msg **msgs, size_t n, enum gw_dir dir, struct gw
 		struct gw_channel *ch = channel_get(msgs[k]->channel_id, 1);
 
 		if (ch)
-			enqueue(ch, dir, msgs[k], 1);
+			channel_enqueue(ch, dir, msgs[k], 1);
 		else
 			proto_msg_unref(msgs[k]);
 	}
@@ -420,7 +220,7 @@ void registry_release(struct gw_conn *c)
 	struct gw_defer d = GW_DEFER_INIT;
 
 	registry_disconnect(c, &d);
-	conn_defer_free(&d);
+	defer_free(&d);
 	pthread_mutex_lock(&reg.lock);
 	if (c->prev)
 		c->prev->next = c->next;
@@ -513,7 +313,7 @@ static enum gw_join join_mod(struct gw_conn *c, struct gw_defer *d)
 	give_back(stolen, n, GW_TO_MOD, c, now);
 	drain_ring(ch, GW_TO_MOD, c, now);
 	notify_bot("mod_connected", c, d);
-	conn_defer(d, c);
+	defer_add(d, c);
 	pthread_mutex_unlock(&reg.lock);
 	return GW_JOIN_OK;
 }
@@ -567,17 +367,9 @@ static enum gw_join join_bot(struct gw_conn *c, struct gw_defer *d)
 	now = gw_now_real();
 	reply_connected(c);
 	give_back(stolen, n, GW_TO_BOT, c, now);
-	for (size_t i = 0; i < reg.nbuckets; i++) {
-		struct gw_channel *ch, *next;
-
-		for (ch = reg.buckets[i]; ch; ch = next) {
-			next = ch->hnext;
-			drain_ring(ch, GW_TO_BOT, c, now);
-			channel_gc(ch);
-		}
-	}
+	channels_each(drain_to_bot, c);
 	notify_mods("bot_connected", c->hs.bot_id, d);
-	conn_defer(d, c);
+	defer_add(d, c);
 	pthread_mutex_unlock(&reg.lock);
 	return GW_JOIN_OK;
 }
@@ -618,7 +410,7 @@ enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m, int *duplicat
 		if (conn_queue_msg(reg.bot, m, ch->dropped[dir], now) == 0) {
 			ch->dropped[dir] = 0;
 			st = GW_STATUS_COMPLETED;
-			conn_defer(d, reg.bot);
+			defer_add(d, reg.bot);
 		}
 	} else if (dir == GW_TO_MOD) {
 		uint64_t dropped = ch->dropped[dir];
@@ -627,14 +419,14 @@ enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m, int *duplicat
 			if (conn_queue_msg(mod, m, dropped, now) == 0) {
 				ch->dropped[dir] = 0;
 				st = GW_STATUS_COMPLETED;
-				conn_defer(d, mod);
+				defer_add(d, mod);
 			}
 		}
 	}
 	if (st == GW_STATUS_COMPLETED)
 		proto_msg_unref(m);
 	else if (ch && st == GW_STATUS_QUEUED)
-		st = enqueue(ch, dir, m, 0);
+		st = channel_enqueue(ch, dir, m, 0);
 	else
 		proto_msg_unref(m);
 	if (ch)
@@ -752,15 +544,18 @@ unsigned registry_count(void)
 
 void registry_stats(struct gw_stats *st)
 {
+	struct gw_queue_totals q;
+
 	pthread_mutex_lock(&reg.lock);
 	st->mods = reg.nmods;
 	st->bots = reg.nbots;
 	st->pending = reg.nconns - reg.nmods - reg.nbots;
-	st->channels = (unsigned)reg.nchannels;
-	st->queued_msgs = reg.queued_msgs;
-	st->queued_bytes = reg.queued_bytes;
+	channels_totals(&q);
+	st->channels = q.channels;
+	st->queued_msgs = q.msgs;
+	st->queued_bytes = q.bytes;
 	memcpy(st->msgs, reg.msgs, sizeof(st->msgs));
-	st->dropped = reg.dropped;
+	st->dropped = q.dropped;
 	st->duplicates = reg.duplicates;
 	pthread_mutex_unlock(&reg.lock);
 }

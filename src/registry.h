@@ -11,7 +11,7 @@
  * or under none. Nothing blocks under the registry lock but a store write
  * (a `queued` ack promises the disk): frames are only appended to output
  * buffers, and the recipients go into the caller's held-back flushes
- * (struct gw_defer, conn.h), sent after the lock is released.
+ * (struct gw_defer, defer.h), sent after the lock is released.
  */
 #ifndef GW_REGISTRY_H
 #define GW_REGISTRY_H
@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include "config.h"
 #include "conn.h"
+#include "defer.h"
 #include "metrics.h"
 #include "protocol.h"
 

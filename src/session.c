@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "civetweb.h"
+#include "defer.h"
 #include "log.h"
 #include "metrics.h"
 #include "protocol.h"
@@ -49,7 +50,7 @@ void session_free(struct gw_session *s)
 {
 	if (!s)
 		return;
-	conn_defer_free(&s->defer);   /* empty unless its reader died oddly */
+	defer_free(&s->defer);   /* empty unless its reader died oddly */
 	registry_release(s->conn);
 	free(s->rx);
 	free(s);
@@ -212,7 +213,7 @@ static int on_message(struct gw_session *s, const char *data, size_t len)
 	st = registry_route(c, m, &duplicate, &s->defer);   /* m is the registry's now */
 	n = proto_ack(proto_status_name(st), c->hs.role, id, duplicate, buf, sizeof(buf));
 	if (conn_queue(c, GW_OP_TEXT, buf, n) == 0)
-		conn_defer(&s->defer, c);
+		defer_add(&s->defer, c);
 	return 1;
 }
 
@@ -271,7 +272,7 @@ static int on_ws_data(struct mg_connection *mc, int bits, char *data, size_t len
 		return 0;
 	rc = on_frame(s, bits, data, len);
 	if (rc == 0 || !mg_websocket_frame_buffered(mc))
-		conn_flush_deferred(&s->defer);
+		defer_flush(&s->defer);
 	return rc;
 }
 
@@ -334,9 +335,9 @@ static void on_ws_close(const struct mg_connection *mc, void *ud)
 	if (!s)
 		return;
 	c = s->conn;
-	conn_flush_deferred(&s->defer);
+	defer_flush(&s->defer);
 	registry_disconnect(c, &s->defer);
-	conn_flush_deferred(&s->defer);
+	defer_flush(&s->defer);
 	if (s->joined)
 		log_event(GW_LOG_INFO, c->hs.role == GW_ROLE_MOD ? "mod disconnected" : "bot disconnected",
 		          "remote", c->remote, c->hs.role == GW_ROLE_MOD ? "server_id" : "bot_id",
