@@ -40,7 +40,7 @@ mkdir -p "$OUT/artifacts"
 echo "  FUZZCC  $OUT/fuzz_protocol"
 $CC $CFLAGS src/protocol.c test/fuzz_protocol.c -ljansson -o "$OUT/fuzz_protocol"
 echo "  FUZZCC  $OUT/fuzz_config"
-$CC $CFLAGS src/config.c src/log.c test/fuzz_config.c -linih -o "$OUT/fuzz_config"
+$CC $CFLAGS src/config.c src/log.c src/path.c test/fuzz_config.c -linih -o "$OUT/fuzz_config"
 
 # tmpfs if there is one: fuzz_config rewrites a file for every input.
 TMP=$(mktemp -d /dev/shm/homestead-fuzz.XXXXXX 2>/dev/null ||

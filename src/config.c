@@ -25,6 +25,7 @@
 #define _GNU_SOURCE
 #endif
 #include "config.h"
+#include "path.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -126,9 +127,6 @@ struct parse {
 	char err[1024];
 };
 
-static int path_absolute(char *out, size_t outlen, const char *base,
-			 const char *rel);
-static int path_cwd(char *out, size_t outlen);
 
 /* --- messages --- */
 
@@ -493,69 +491,6 @@ static char *line_next(char *str, int num, void *stream)
 
 /* --- paths --- */
 
-/* Lexical clean of an absolute path: no "//", "." or "..", no trailing
- * '/'. The file need not exist (unlike realpath). Output fits in place: it
- * is never longer than the input. */
-static void path_clean(char *path)
-{
-	char out[2 * PATH_MAX + 2];
-	const char *r = path, *seg;
-	size_t o = 0, n;
-
-	while (*r) {
-		while (*r == '/')
-			r++;
-		seg = r;
-		while (*r && *r != '/')
-			r++;
-		n = (size_t)(r - seg);
-		if (n == 0 || (n == 1 && seg[0] == '.'))
-			continue;
-		if (n == 2 && seg[0] == '.' && seg[1] == '.') {
-			while (o > 0 && out[o - 1] != '/')
-				o--;
-			if (o > 0)
-				o--;            /* the '/' before it */
-			continue;
-		}
-		if (o + 1 + n >= sizeof(out))
-			break;          /* cannot happen: out is as big as path's buffer */
-		out[o++] = '/';
-		memcpy(out + o, seg, n);
-		o += n;
-	}
-	if (o == 0)
-		out[o++] = '/';
-	memcpy(path, out, o);
-	path[o] = '\0';
-}
-
-static int path_cwd(char *out, size_t outlen)
-{
-	return getcwd(out, outlen) ? 0 : -1;
-}
-
-/* out = clean(base + "/" + rel), or clean(rel) when rel is absolute; base
- * must be absolute. -1 if it does not fit. */
-static int path_absolute(char *out, size_t outlen, const char *base,
-			 const char *rel)
-{
-	char tmp[2 * PATH_MAX + 2];
-	int n;
-
-	if (rel[0] == '/')
-		n = snprintf(tmp, sizeof(tmp), "%s", rel);
-	else
-		n = snprintf(tmp, sizeof(tmp), "%s/%s", base, rel);
-	if (n < 0 || (size_t)n >= sizeof(tmp))
-		return -1;
-	path_clean(tmp);
-	if (strlen(tmp) >= outlen)
-		return -1;
-	memcpy(out, tmp, strlen(tmp) + 1);
-	return 0;
-}
-
 /* --- public --- */
 
 void config_defaults(struct gw_config *cfg, const char *base_dir)
@@ -583,7 +518,7 @@ void config_defaults(struct gw_config *cfg, const char *base_dir)
 
 	/* Never fails: without a usable base, the paths stay relative to the
 	 * working directory, which is where they would resolve anyway. */
-	if (path_cwd(cwd, sizeof(cwd)) < 0)
+	if (!getcwd(cwd, sizeof(cwd)))
 		snprintf(cwd, sizeof(cwd), ".");
 	if (!base_dir || !*base_dir)
 		base_dir = cwd;
@@ -619,7 +554,7 @@ int config_load(struct gw_config *cfg, const char *path, char *err,
 	p->path = path;
 
 	errno = 0;
-	if (path_cwd(cwd, sizeof(cwd)) < 0 ||
+	if (!getcwd(cwd, sizeof(cwd)) ||
 	    path_absolute(p->cfg.source, sizeof(p->cfg.source), cwd, path) < 0) {
 		snprintf(err, errlen, "%s: cannot read: %s", path,
 			 strerror(errno ? errno : ENAMETOOLONG));

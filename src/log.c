@@ -22,6 +22,7 @@
 #define _GNU_SOURCE
 #endif
 #include "log.h"
+#include "path.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -402,34 +403,6 @@ static void file_write(const struct tm *tm, const char *s, size_t n)
 	}
 }
 
-/* mkdir -p; returns 0 or -1 with errno set. */
-static int mkdir_p(const char *dir)
-{
-	char tmp[PATH_MAX];
-	struct stat st;
-	size_t i, n = strlen(dir);
-
-	if (n == 0 || n >= sizeof(tmp)) {
-		errno = n ? ENAMETOOLONG : ENOENT;
-		return -1;
-	}
-	memcpy(tmp, dir, n + 1);
-	for (i = 1; i <= n; i++) {
-		if (tmp[i] != '/' && tmp[i] != '\0')
-			continue;
-		tmp[i] = '\0';
-		if (mkdir(tmp, 0750) < 0 && errno != EEXIST)
-			return -1;
-		tmp[i] = dir[i];
-	}
-	if (stat(dir, &st) < 0)
-		return -1;
-	if (!S_ISDIR(st.st_mode)) {
-		errno = ENOTDIR;
-		return -1;
-	}
-	return 0;
-}
 
 /* --- public --- */
 
@@ -452,7 +425,7 @@ int log_open(enum gw_log_level level, const char *dir, int rotation_days)
 		ret = -1;
 		goto out;
 	}
-	if (mkdir_p(dir) < 0 || access(dir, W_OK | X_OK) < 0) {
+	if (path_mkdirs(dir) < 0 || access(dir, W_OK | X_OK) < 0) {
 		err = errno;
 		ret = -1;
 		goto out;

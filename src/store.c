@@ -48,6 +48,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "path.h"
 
 #define STORE_SCHEMA_VERSION 1
 #define STORE_APP_ID 0x48474757      /* "HGGW" in the file header */
@@ -71,7 +72,6 @@ static int open_fail(char *err, size_t errlen, const char *path,
 static int sql_fail(char *err, size_t errlen, const char *path, int rc,
                     const char *what);
 static int file_check(const char *path, char *err, size_t errlen);
-static int mkdir_parents(const char *path, char *dir, size_t dirlen);
 static int pragma_text(sqlite3 *db, const char *sql, char *out, size_t outlen);
 static int pragma_int(sqlite3 *db, const char *sql, int64_t *out);
 static int schema_check(sqlite3 *db, const char *path, char *err, size_t errlen);
@@ -142,45 +142,6 @@ static int sql_fail(char *err, size_t errlen, const char *path, int rc,
 	}
 }
 
-/* Creates the folders above path (mkdir -p of its dirname). dir receives
- * that dirname ("." if none). Returns 0, or -1 with errno set. */
-static int mkdir_parents(const char *path, char *dir, size_t dirlen)
-{
-	char *slash, *p;
-	struct stat sb;
-
-	if (snprintf(dir, dirlen, "%s", path) >= (int)dirlen) {
-		errno = ENAMETOOLONG;
-		return -1;
-	}
-	slash = strrchr(dir, '/');
-	if (slash == NULL) {
-		snprintf(dir, dirlen, ".");
-		return 0;
-	}
-	if (slash == dir) {
-		dir[1] = '\0';       /* "/file": the root exists */
-		return 0;
-	}
-	*slash = '\0';
-	for (p = dir + 1; *p != '\0'; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(dir, 0750) < 0 && errno != EEXIST)
-			return -1;
-		*p = '/';
-	}
-	if (mkdir(dir, 0750) < 0 && errno != EEXIST)
-		return -1;
-	if (stat(dir, &sb) < 0)
-		return -1;
-	if (!S_ISDIR(sb.st_mode)) {
-		errno = ENOTDIR;
-		return -1;
-	}
-	return 0;
-}
 
 /* What SQLite would report vaguely ("unable to open database file"), said
  * precisely before it tries: the path is not a file, cannot be read and
@@ -189,11 +150,18 @@ static int mkdir_parents(const char *path, char *dir, size_t dirlen)
  * gateway's user (SQLite gives the WAL the same mode). */
 static int file_check(const char *path, char *err, size_t errlen)
 {
-	char dir[PATH_MAX];
+	char dir[PATH_MAX], *slash;
 	struct stat sb;
 	int fd;
 
-	if (mkdir_parents(path, dir, sizeof(dir)) < 0)
+	if (snprintf(dir, sizeof(dir), "%s", path) >= (int)sizeof(dir))
+		return open_fail(err, errlen, path, "path too long");
+	slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else
+		slash[slash == dir] = '\0';   /* "/file": its folder is "/" */
+	if (path_mkdirs(dir) < 0)
 		return open_fail(err, errlen, path, "cannot create its folder %s "
 		                 "(%s); create it or set another [store] path",
 		                 dir, strerror(errno));
