@@ -26,6 +26,7 @@ ifneq ($(SAN),)
   STACK  := 1048576
 endif
 CPPFLAGS := -D_GNU_SOURCE -DGW_VERSION='"$(VERSION)"' -Isrc -I$(BUILD)/civetweb/include -MMD -MP
+TOOL_CPPFLAGS := -D_GNU_SOURCE -MMD -MP
 CFLAGS   := -std=c11 $(OPT) $(WARN) $(HARDEN) -pthread
 LDFLAGS  := $(if $(SAN),-fsanitize=$(SAN),) -pthread
 LDLIBS   := -ljansson -linih -lsqlite3 -lm
@@ -36,10 +37,21 @@ CW_FLAGS := -DREENTRANT_TIME -DUSE_WEBSOCKET -DUSE_IPV6 -DNO_SSL -DNO_CGI -DNO_F
 CW_CFLAGS := -std=gnu11 $(OPT) -w -pthread
 CW_PATCHES := $(sort $(wildcard third_party/patches/*.patch))
 
-GW_SRCS  := $(filter-out src/main.c src/client.c src/bench.c,$(wildcard src/*.c))
+# Each binary is linked from its own object list. The gateway is main.o and
+# libgw.a (every src/*.c but main.c, and CivetWeb); the tools under src/tools/
+# use no gateway module, only the client primitives of wsc.c, and link only
+# the libraries they call.
+GW_SRCS  := $(filter-out src/main.c,$(wildcard src/*.c))
 GW_OBJS  := $(GW_SRCS:src/%.c=$(BUILD)/obj/%.o)
 CW_OBJ   := $(BUILD)/obj/civetweb.o
 LIB      := $(BUILD)/libgw.a
+
+WSC_OBJS     := $(BUILD)/obj/tools/wsc.o
+GATEWAY_OBJS := $(BUILD)/obj/main.o $(LIB)
+CLIENT_OBJS  := $(BUILD)/obj/tools/client.o $(WSC_OBJS)
+BENCH_OBJS   := $(BUILD)/obj/tools/bench.o $(WSC_OBJS)
+CLIENT_LIBS  := -ljansson
+BENCH_LIBS   :=
 
 UNIT_SRCS := $(wildcard test/test_*.c)
 UNITS     := $(UNIT_SRCS:test/%.c=$(BUILD)/test/%)
@@ -112,33 +124,43 @@ $(BUILD)/obj/%.o: src/%.c | $(CW_STAMP)
 	$(Q)mkdir -p $(dir $@)
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
-$(LIB): $(GW_OBJS) $(CW_OBJ)
-	$(Q)rm -f $@ && ar rcs $@ $^
+# The tools see no gateway header and need no CivetWeb.
+$(BUILD)/obj/tools/%.o: src/tools/%.c
+	@echo "  CC      $<"
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(CC) $(TOOL_CPPFLAGS) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/homestead-gateway: $(BUILD)/obj/main.o $(LIB)
+# Rebuilt when the Makefile changes too: its member list is written here.
+$(LIB): $(GW_OBJS) $(CW_OBJ) Makefile
+	$(Q)rm -f $@ && ar rcs $@ $(filter %.o,$^)
+
+$(BUILD)/homestead-gateway: $(GATEWAY_OBJS)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-$(BUILD)/homestead-client: $(BUILD)/obj/client.o $(LIB)
+$(BUILD)/homestead-client: $(CLIENT_OBJS)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(Q)$(CC) $(LDFLAGS) $^ $(CLIENT_LIBS) -o $@
 
-$(BUILD)/homestead-bench: $(BUILD)/obj/bench.o $(LIB)
+$(BUILD)/homestead-bench: $(BENCH_OBJS)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(Q)$(CC) $(LDFLAGS) $^ $(BENCH_LIBS) -o $@
 
 $(BUILD)/test/obj/%.o: test/%.c | $(CW_STAMP)
 	@echo "  CC      $<"
 	$(Q)mkdir -p $(dir $@)
-	$(Q)$(CC) $(CPPFLAGS) -Itest $(CFLAGS) -c $< -o $@
+	$(Q)$(CC) $(CPPFLAGS) -Itest -Isrc/tools $(CFLAGS) -c $< -o $@
 
 $(BUILD)/test/test_%: $(BUILD)/test/obj/test_%.o $(LIB)
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
 
-$(BUILD)/test/test_wsclient: $(BUILD)/test/obj/test_wsclient.o $(BUILD)/test/obj/wsclient.o $(BUILD)/obj/wsc.o
+$(BUILD)/test/test_wsc: $(BUILD)/test/obj/test_wsc.o $(WSC_OBJS)
 	$(Q)$(CC) $(LDFLAGS) $^ -lcmocka -o $@
 
-$(BUILD)/test/it_%: $(BUILD)/test/obj/it_%.o $(TLIB_OBJS) $(LIB)
+$(BUILD)/test/test_wsclient: $(BUILD)/test/obj/test_wsclient.o $(BUILD)/test/obj/wsclient.o $(WSC_OBJS)
+	$(Q)$(CC) $(LDFLAGS) $^ -lcmocka -o $@
+
+$(BUILD)/test/it_%: $(BUILD)/test/obj/it_%.o $(TLIB_OBJS) $(WSC_OBJS) $(LIB)
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
 
 # libFuzzer harnesses (clang) for the protocol decoder and the config parser,

@@ -1,5 +1,5 @@
 /*
- * test_wsc.c - unit tests of the tools' WebSocket primitives (src/wsc.c):
+ * test_wsc.c - unit tests of the tools' WebSocket primitives (src/tools/wsc.c):
  * hashes against published vectors, the upgrade request and answer, frames
  * built byte by byte as a server sends them, reassembly, and the JSON
  * scanner on the gateway's shapes and on hostile text.

@@ -7,7 +7,7 @@
  * loses nothing. Sends are single send() calls of the whole frame, which
  * keeps a frame together on the wire unless the test asks otherwise
  * (ws_send_raw). It can misbehave on purpose: unmasked frames, RSV bits,
- * any opcode. SHA-1, base64 and the random bytes come from src/wsc.c (the
+ * any opcode. SHA-1, base64 and the random bytes come from src/tools/wsc.c (the
  * tools' client primitives); ws_sha1/ws_base64/ws_accept_key stay as names
  * for the tests' in-process server.
  */
@@ -56,7 +56,7 @@ static char *request_new(const char *path, int port, const char *headers,
 static void ws_refused(struct ws *w, int status, const char *why);
 static void close_echo(struct ws *w, const struct ws_frame *f);
 
-/* ---- SHA-1, base64, randomness: shared with the tools (src/wsc.c) -- */
+/* ---- SHA-1, base64, randomness: shared with the tools (src/tools/wsc.c) -- */
 
 void
 ws_sha1(const void *data, size_t len, unsigned char out[20])
