@@ -48,7 +48,7 @@ LIB      := $(BUILD)/libgw.a
 
 WSC_OBJS     := $(BUILD)/obj/tools/wsc.o
 GATEWAY_OBJS := $(BUILD)/obj/main.o $(LIB)
-CLIENT_OBJS  := $(BUILD)/obj/tools/client.o $(WSC_OBJS)
+CLIENT_OBJS  := $(addprefix $(BUILD)/obj/tools/,client.o client_conn.o client_msg.o) $(WSC_OBJS)
 BENCH_OBJS   := $(BUILD)/obj/tools/bench.o $(WSC_OBJS)
 CLIENT_LIBS  := -ljansson
 BENCH_LIBS   :=
