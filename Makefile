@@ -60,6 +60,7 @@ IT_SRCS   := $(wildcard test/it_*.c)
 ITS       := $(IT_SRCS:test/%.c=$(BUILD)/test/%)
 TLIB_SRCS := test/wsclient.c test/harness.c test/itutil.c
 TLIB_OBJS := $(TLIB_SRCS:test/%.c=$(BUILD)/test/obj/%.o)
+TEST_OBJS := $(patsubst test/%.c,$(BUILD)/test/obj/%.o,$(UNIT_SRCS) $(IT_SRCS) $(TLIB_SRCS))
 
 BINS := $(BUILD)/homestead-gateway $(BUILD)/homestead-client $(BUILD)/homestead-bench
 
@@ -189,10 +190,15 @@ uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/lib/systemd/system/homestead-gateway.service
 	rm -rf $(DESTDIR)$(PREFIX)/share/homestead-gateway $(DESTDIR)$(PREFIX)/share/doc/homestead-gateway
 
+# Only $(BUILD): make clean BUILD=build/asan leaves the other builds alone.
 clean:
-	rm -rf build
+	$(if $(strip $(BUILD)),rm -rf $(BUILD),$(error BUILD is empty))
 
 distclean: clean
 	rm -rf third_party/src
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+# The compiler's dependency files (-MMD -MP), one beside each object built
+# from our sources; those not made yet are skipped.
+DEPS := $(patsubst %.o,%.d,$(sort $(GW_OBJS) $(filter %.o,$(GATEWAY_OBJS) $(CLIENT_OBJS) \
+          $(BENCH_OBJS)) $(TEST_OBJS)))
+-include $(DEPS)
