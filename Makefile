@@ -1,5 +1,5 @@
 # HomesteadGateway - see README.md. Targets: all run test asan tsan fuzz bench bench-compare
-# install clean.
+# install clean (and all-tests, fuzzers: what test and fuzz build).
 # `make run` and `make test` first install what is missing (scripts/deps.sh).
 
 BUILD    ?= build
@@ -62,12 +62,25 @@ TLIB_SRCS := test/wsclient.c test/harness.c test/itutil.c
 TLIB_OBJS := $(TLIB_SRCS:test/%.c=$(BUILD)/test/obj/%.o)
 TEST_OBJS := $(patsubst test/%.c,$(BUILD)/test/obj/%.o,$(UNIT_SRCS) $(IT_SRCS) $(TLIB_SRCS))
 
+# libFuzzer harnesses: clang, objects of their own (every one instrumented)
+# under $(BUILD)/fuzz/obj/, binaries in $(BUILD)/fuzz/. The protocol's sources
+# are a wildcard so that they follow protocol.c's split into proto_*.c and the
+# time functions' clock.c, before and after.
+FUZZ_CC       ?= clang
+FUZZ_CPPFLAGS := -D_GNU_SOURCE -Isrc -MMD -MP
+FUZZ_CFLAGS   := -std=c11 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
+FUZZ_PROTOCOL_SRCS := test/fuzz_protocol.c $(wildcard src/protocol.c src/proto_*.c src/clock.c)
+FUZZ_CONFIG_SRCS   := test/fuzz_config.c src/config.c src/log.c $(wildcard src/clock.c)
+FUZZ_PROTOCOL_OBJS := $(FUZZ_PROTOCOL_SRCS:%.c=$(BUILD)/fuzz/obj/%.o)
+FUZZ_CONFIG_OBJS   := $(FUZZ_CONFIG_SRCS:%.c=$(BUILD)/fuzz/obj/%.o)
+FUZZERS := $(BUILD)/fuzz/fuzz_protocol $(BUILD)/fuzz/fuzz_config
+
 BINS := $(BUILD)/homestead-gateway $(BUILD)/homestead-client $(BUILD)/homestead-bench
 
 Q := $(if $(V),,@)
 .SECONDARY:
-.PHONY: all deps run test all-tests asan tsan bench bench-compare fuzz install uninstall clean \
-        distclean
+.PHONY: all deps run test all-tests asan tsan bench bench-compare fuzz fuzzers install uninstall \
+        clean distclean
 .DEFAULT_GOAL := all
 
 all: $(BINS)
@@ -93,7 +106,7 @@ bench-compare: deps
 test: deps
 	$(Q)$(MAKE) --no-print-directory all-tests
 	$(Q)GW_BIN=$(BUILD)/homestead-gateway sh scripts/run-tests.sh $(BUILD)
-	$(Q)$(if $(SAN),,CC=clang FUZZ_SECONDS=$(TEST_FUZZ_SECONDS) sh scripts/fuzz.sh $(BUILD))
+	$(Q)$(if $(SAN),,$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS))
 
 all-tests: $(BINS) $(UNITS) $(ITS)
 
@@ -165,10 +178,27 @@ $(BUILD)/test/test_wsclient: $(BUILD)/test/obj/test_wsclient.o $(BUILD)/test/obj
 $(BUILD)/test/it_%: $(BUILD)/test/obj/it_%.o $(TLIB_OBJS) $(WSC_OBJS) $(LIB)
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
 
-# libFuzzer harnesses (clang) for the protocol decoder and the config parser,
-# each run FUZZ_SECONDS on a temporary copy of its corpus under test/data/fuzz.
-fuzz:
-	$(Q)CC=clang FUZZ_SECONDS=$(FUZZ_SECONDS) sh scripts/fuzz.sh $(BUILD)
+# libFuzzer harnesses for the protocol decoder and the config parser; fuzz
+# runs each FUZZ_SECONDS on a temporary copy of its corpus under test/data/fuzz
+# (scripts/fuzz.sh).
+fuzz: $(FUZZERS)
+	$(Q)FUZZ_SECONDS=$(FUZZ_SECONDS) sh scripts/fuzz.sh $(BUILD)
+
+fuzzers: $(FUZZERS)
+
+$(BUILD)/fuzz/obj/%.o: %.c
+	@command -v $(FUZZ_CC) >/dev/null || { echo "fuzz: $(FUZZ_CC) not found (apt-get install clang)" >&2; exit 2; }
+	@echo "  FUZZCC  $<"
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(FUZZ_CC) $(FUZZ_CPPFLAGS) $(FUZZ_CFLAGS) -c $< -o $@
+
+$(BUILD)/fuzz/fuzz_protocol: $(FUZZ_PROTOCOL_OBJS)
+	@echo "  FUZZLD  $@"
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $^ -ljansson -o $@
+
+$(BUILD)/fuzz/fuzz_config: $(FUZZ_CONFIG_OBJS)
+	@echo "  FUZZLD  $@"
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $^ -linih -o $@
 
 install: all
 	$(Q)install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/systemd/system \
@@ -200,5 +230,5 @@ distclean: clean
 # The compiler's dependency files (-MMD -MP), one beside each object built
 # from our sources; those not made yet are skipped.
 DEPS := $(patsubst %.o,%.d,$(sort $(GW_OBJS) $(filter %.o,$(GATEWAY_OBJS) $(CLIENT_OBJS) \
-          $(BENCH_OBJS)) $(TEST_OBJS)))
+          $(BENCH_OBJS)) $(TEST_OBJS) $(FUZZ_PROTOCOL_OBJS) $(FUZZ_CONFIG_OBJS)))
 -include $(DEPS)
