@@ -106,9 +106,6 @@ void send_close(struct client *c, int code);
 
 /* The JSON handshake of c's mode: 0 or -1. */
 int send_handshake(struct client *c);
-/* Sends the pending messages not yet sent on this connection, in order: 0,
- * or -1 after dropping the connection. */
-int send_pending(struct client *c);
 /* One whole text or binary message from the gateway (printed; acks settle
  * pending messages): 0, or -1 when the connection is to be dropped. */
 int on_message(struct client *c, const unsigned char *data, size_t len);

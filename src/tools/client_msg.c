@@ -25,6 +25,7 @@ static const char *const sim_lines[] = {
 };
 
 static int send_json_text(struct client *c, json_t *j);
+static int send_pending(struct client *c);
 static int pending_add(struct client *c, const char *msg_id, char *json);
 static void pending_remove(struct client *c, const char *msg_id);
 static char *message_new(struct client *c, const char *channel, const char *content,
@@ -53,7 +54,7 @@ int send_handshake(struct client *c)
 }
 
 /* Sends every pending message not yet sent on this connection, in order. */
-int send_pending(struct client *c)
+static int send_pending(struct client *c)
 {
 	size_t i;
 
