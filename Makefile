@@ -1,5 +1,5 @@
 # HomesteadGateway - see README.md. Targets: all run test asan tsan fuzz bench bench-compare
-# install clean.
+# install clean (and all-tests, fuzzers: what test and fuzz build).
 # `make run` and `make test` first install what is missing (scripts/deps.sh).
 
 BUILD    ?= build
@@ -26,6 +26,7 @@ ifneq ($(SAN),)
   STACK  := 1048576
 endif
 CPPFLAGS := -D_GNU_SOURCE -DGW_VERSION='"$(VERSION)"' -Isrc -I$(BUILD)/civetweb/include -MMD -MP
+TOOL_CPPFLAGS := -D_GNU_SOURCE -MMD -MP
 CFLAGS   := -std=c11 $(OPT) $(WARN) $(HARDEN) -pthread
 LDFLAGS  := $(if $(SAN),-fsanitize=$(SAN),) -pthread
 LDLIBS   := -ljansson -linih -lsqlite3 -lm
@@ -36,10 +37,22 @@ CW_FLAGS := -DREENTRANT_TIME -DUSE_WEBSOCKET -DUSE_IPV6 -DNO_SSL -DNO_CGI -DNO_F
 CW_CFLAGS := -std=gnu11 $(OPT) -w -pthread
 CW_PATCHES := $(sort $(wildcard third_party/patches/*.patch))
 
-GW_SRCS  := $(filter-out src/main.c src/client.c src/bench.c,$(wildcard src/*.c))
+# Each binary is linked from its own object list. The gateway is main.o and
+# libgw.a (every src/*.c but main.c, and CivetWeb); the tools under src/tools/
+# use no gateway module, only the client primitives of wsc.c, and link only
+# the libraries they call.
+GW_SRCS  := $(filter-out src/main.c,$(wildcard src/*.c))
 GW_OBJS  := $(GW_SRCS:src/%.c=$(BUILD)/obj/%.o)
 CW_OBJ   := $(BUILD)/obj/civetweb.o
 LIB      := $(BUILD)/libgw.a
+
+WSC_OBJS     := $(BUILD)/obj/tools/wsc.o
+GATEWAY_OBJS := $(BUILD)/obj/main.o $(LIB)
+CLIENT_OBJS  := $(addprefix $(BUILD)/obj/tools/,client.o client_conn.o client_msg.o) $(WSC_OBJS)
+BENCH_OBJS   := $(addprefix $(BUILD)/obj/tools/,bench.o bench_peer.o bench_scenario.o \
+                bench_report.o) $(WSC_OBJS)
+CLIENT_LIBS  := -ljansson
+BENCH_LIBS   :=
 
 UNIT_SRCS := $(wildcard test/test_*.c)
 UNITS     := $(UNIT_SRCS:test/%.c=$(BUILD)/test/%)
@@ -47,13 +60,27 @@ IT_SRCS   := $(wildcard test/it_*.c)
 ITS       := $(IT_SRCS:test/%.c=$(BUILD)/test/%)
 TLIB_SRCS := test/wsclient.c test/harness.c test/itutil.c
 TLIB_OBJS := $(TLIB_SRCS:test/%.c=$(BUILD)/test/obj/%.o)
+TEST_OBJS := $(patsubst test/%.c,$(BUILD)/test/obj/%.o,$(UNIT_SRCS) $(IT_SRCS) $(TLIB_SRCS))
+
+# libFuzzer harnesses: clang, objects of their own (every one instrumented)
+# under $(BUILD)/fuzz/obj/, binaries in $(BUILD)/fuzz/. The protocol's sources
+# are a wildcard so that they follow protocol.c's split into proto_*.c and the
+# time functions' clock.c, before and after.
+FUZZ_CC       ?= clang
+FUZZ_CPPFLAGS := -D_GNU_SOURCE -Isrc -MMD -MP
+FUZZ_CFLAGS   := -std=c11 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
+FUZZ_PROTOCOL_SRCS := test/fuzz_protocol.c $(wildcard src/protocol.c src/proto_*.c src/clock.c)
+FUZZ_CONFIG_SRCS   := test/fuzz_config.c src/config.c src/log.c src/path.c $(wildcard src/clock.c)
+FUZZ_PROTOCOL_OBJS := $(FUZZ_PROTOCOL_SRCS:%.c=$(BUILD)/fuzz/obj/%.o)
+FUZZ_CONFIG_OBJS   := $(FUZZ_CONFIG_SRCS:%.c=$(BUILD)/fuzz/obj/%.o)
+FUZZERS := $(BUILD)/fuzz/fuzz_protocol $(BUILD)/fuzz/fuzz_config
 
 BINS := $(BUILD)/homestead-gateway $(BUILD)/homestead-client $(BUILD)/homestead-bench
 
 Q := $(if $(V),,@)
 .SECONDARY:
-.PHONY: all deps run test all-tests asan tsan bench bench-compare fuzz install uninstall clean \
-        distclean
+.PHONY: all deps run test all-tests asan tsan bench bench-compare fuzz fuzzers install uninstall \
+        clean distclean
 .DEFAULT_GOAL := all
 
 all: $(BINS)
@@ -79,7 +106,7 @@ bench-compare: deps
 test: deps
 	$(Q)$(MAKE) --no-print-directory all-tests
 	$(Q)GW_BIN=$(BUILD)/homestead-gateway sh scripts/run-tests.sh $(BUILD)
-	$(Q)$(if $(SAN),,CC=clang FUZZ_SECONDS=$(TEST_FUZZ_SECONDS) sh scripts/fuzz.sh $(BUILD))
+	$(Q)$(if $(SAN),,$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS))
 
 all-tests: $(BINS) $(UNITS) $(ITS)
 
@@ -112,39 +139,66 @@ $(BUILD)/obj/%.o: src/%.c | $(CW_STAMP)
 	$(Q)mkdir -p $(dir $@)
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
-$(LIB): $(GW_OBJS) $(CW_OBJ)
-	$(Q)rm -f $@ && ar rcs $@ $^
+# The tools see no gateway header and need no CivetWeb.
+$(BUILD)/obj/tools/%.o: src/tools/%.c
+	@echo "  CC      $<"
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(CC) $(TOOL_CPPFLAGS) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/homestead-gateway: $(BUILD)/obj/main.o $(LIB)
+# Rebuilt when the Makefile changes too: its member list is written here.
+$(LIB): $(GW_OBJS) $(CW_OBJ) Makefile
+	$(Q)rm -f $@ && ar rcs $@ $(filter %.o,$^)
+
+$(BUILD)/homestead-gateway: $(GATEWAY_OBJS)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-$(BUILD)/homestead-client: $(BUILD)/obj/client.o $(LIB)
+$(BUILD)/homestead-client: $(CLIENT_OBJS)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(Q)$(CC) $(LDFLAGS) $^ $(CLIENT_LIBS) -o $@
 
-$(BUILD)/homestead-bench: $(BUILD)/obj/bench.o $(LIB)
+$(BUILD)/homestead-bench: $(BENCH_OBJS)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(Q)$(CC) $(LDFLAGS) $^ $(BENCH_LIBS) -o $@
 
 $(BUILD)/test/obj/%.o: test/%.c | $(CW_STAMP)
 	@echo "  CC      $<"
 	$(Q)mkdir -p $(dir $@)
-	$(Q)$(CC) $(CPPFLAGS) -Itest $(CFLAGS) -c $< -o $@
+	$(Q)$(CC) $(CPPFLAGS) -Itest -Isrc/tools $(CFLAGS) -c $< -o $@
 
 $(BUILD)/test/test_%: $(BUILD)/test/obj/test_%.o $(LIB)
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
 
-$(BUILD)/test/test_wsclient: $(BUILD)/test/obj/test_wsclient.o $(BUILD)/test/obj/wsclient.o $(BUILD)/obj/wsc.o
+$(BUILD)/test/test_wsc: $(BUILD)/test/obj/test_wsc.o $(WSC_OBJS)
 	$(Q)$(CC) $(LDFLAGS) $^ -lcmocka -o $@
 
-$(BUILD)/test/it_%: $(BUILD)/test/obj/it_%.o $(TLIB_OBJS) $(LIB)
+$(BUILD)/test/test_wsclient: $(BUILD)/test/obj/test_wsclient.o $(BUILD)/test/obj/wsclient.o $(WSC_OBJS)
+	$(Q)$(CC) $(LDFLAGS) $^ -lcmocka -o $@
+
+$(BUILD)/test/it_%: $(BUILD)/test/obj/it_%.o $(TLIB_OBJS) $(WSC_OBJS) $(LIB)
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
 
-# libFuzzer harnesses (clang) for the protocol decoder and the config parser,
-# each run FUZZ_SECONDS on a temporary copy of its corpus under test/data/fuzz.
-fuzz:
-	$(Q)CC=clang FUZZ_SECONDS=$(FUZZ_SECONDS) sh scripts/fuzz.sh $(BUILD)
+# libFuzzer harnesses for the protocol decoder and the config parser; fuzz
+# runs each FUZZ_SECONDS on a temporary copy of its corpus under test/data/fuzz
+# (scripts/fuzz.sh).
+fuzz: $(FUZZERS)
+	$(Q)FUZZ_SECONDS=$(FUZZ_SECONDS) sh scripts/fuzz.sh $(BUILD)
+
+fuzzers: $(FUZZERS)
+
+$(BUILD)/fuzz/obj/%.o: %.c
+	@command -v $(FUZZ_CC) >/dev/null || { echo "fuzz: $(FUZZ_CC) not found (apt-get install clang)" >&2; exit 2; }
+	@echo "  FUZZCC  $<"
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(FUZZ_CC) $(FUZZ_CPPFLAGS) $(FUZZ_CFLAGS) -c $< -o $@
+
+$(BUILD)/fuzz/fuzz_protocol: $(FUZZ_PROTOCOL_OBJS)
+	@echo "  FUZZLD  $@"
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $^ -ljansson -o $@
+
+$(BUILD)/fuzz/fuzz_config: $(FUZZ_CONFIG_OBJS)
+	@echo "  FUZZLD  $@"
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $^ -linih -o $@
 
 install: all
 	$(Q)install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/systemd/system \
@@ -166,10 +220,15 @@ uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/lib/systemd/system/homestead-gateway.service
 	rm -rf $(DESTDIR)$(PREFIX)/share/homestead-gateway $(DESTDIR)$(PREFIX)/share/doc/homestead-gateway
 
+# Only $(BUILD): make clean BUILD=build/asan leaves the other builds alone.
 clean:
-	rm -rf build
+	$(if $(strip $(BUILD)),rm -rf $(BUILD),$(error BUILD is empty))
 
 distclean: clean
 	rm -rf third_party/src
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+# The compiler's dependency files (-MMD -MP), one beside each object built
+# from our sources; those not made yet are skipped.
+DEPS := $(patsubst %.o,%.d,$(sort $(GW_OBJS) $(filter %.o,$(GATEWAY_OBJS) $(CLIENT_OBJS) \
+          $(BENCH_OBJS)) $(TEST_OBJS) $(FUZZ_PROTOCOL_OBJS) $(FUZZ_CONFIG_OBJS)))
+-include $(DEPS)

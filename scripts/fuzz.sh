@@ -1,29 +1,27 @@
 #!/bin/sh
-# fuzz.sh - build the libFuzzer harnesses with clang and run each one for a
-# bounded time on a temporary copy of its seed corpus.
+# fuzz.sh - run the libFuzzer harnesses, each for a bounded time on a
+# temporary copy of its seed corpus. make builds them (make fuzzers, into
+# BUILD/fuzz/); make fuzz builds them and runs this.
 #
 #   sh scripts/fuzz.sh [BUILD]          (BUILD defaults to build)
 #
 # Harnesses: test/fuzz_protocol.c (protocol.c: handshakes, messages,
 # replies) and test/fuzz_config.c (config.c: the ini file). Seeds:
 # test/data/fuzz/<name>/, dictionaries test/data/fuzz/<name>.dict.
-# Binaries land in BUILD/fuzz/. The repository is never written to: the
-# corpus is copied to a temporary folder that is removed afterwards, and
-# crash/leak/timeout reproducers are kept in BUILD/fuzz/artifacts/.
+# The repository is never written to: the corpus is copied to a temporary
+# folder that is removed afterwards, and crash/leak/timeout reproducers are
+# kept in BUILD/fuzz/artifacts/.
 #
-# Environment: CC (default clang), FUZZ_SECONDS (per harness, default 20),
-# FUZZ_FLAGS (extra libFuzzer flags, e.g. "-jobs=2 -workers=2").
-# Exits non-zero if a harness does not build or finds a crash, a leak, a
+# Environment: FUZZ_SECONDS (per harness, default 20), FUZZ_FLAGS (extra
+# libFuzzer flags, e.g. "-jobs=2 -workers=2").
+# Exits non-zero if a harness is not built or finds a crash, a leak, a
 # timeout or a sanitizer report.
 set -eu
 
 BUILD=${1:-build}
-CC=${CC:-clang}
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 FUZZ_FLAGS=${FUZZ_FLAGS:-}
 OUT=$BUILD/fuzz
-CFLAGS="-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
--D_GNU_SOURCE -std=c11 -Isrc"
 # A UBSan report is a failure. (Set here rather than with
 # -fno-sanitize-recover, which also hides UBSan's check branches from
 # libFuzzer's coverage feedback.)
@@ -31,16 +29,13 @@ UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTION
 export UBSAN_OPTIONS
 
 cd "$(dirname "$0")/.."
-if ! command -v "$CC" >/dev/null 2>&1; then
-	echo "fuzz: $CC not found (apt-get install clang)" >&2
-	exit 2
-fi
+for name in protocol config; do
+	if [ ! -x "$OUT/fuzz_$name" ]; then
+		echo "fuzz: $OUT/fuzz_$name is not built (make fuzzers BUILD=$BUILD)" >&2
+		exit 2
+	fi
+done
 mkdir -p "$OUT/artifacts"
-
-echo "  FUZZCC  $OUT/fuzz_protocol"
-$CC $CFLAGS src/protocol.c test/fuzz_protocol.c -ljansson -o "$OUT/fuzz_protocol"
-echo "  FUZZCC  $OUT/fuzz_config"
-$CC $CFLAGS src/config.c src/log.c src/path.c test/fuzz_config.c -linih -o "$OUT/fuzz_config"
 
 # tmpfs if there is one: fuzz_config rewrites a file for every input.
 TMP=$(mktemp -d /dev/shm/homestead-fuzz.XXXXXX 2>/dev/null ||

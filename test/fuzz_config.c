@@ -15,10 +15,9 @@
  *    ping_interval once config_finish accepted it.
  * GATEWAY_API_KEY is unset so every run is the same.
  *
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Isrc \
- *       src/config.c src/log.c test/fuzz_config.c -linih -o build/fuzz_config
+ *   make fuzzers        (into build/fuzz/; make fuzz also runs it)
  *   cp -r test/data/fuzz/config /tmp/corpus
- *   build/fuzz_config -dict=test/data/fuzz/config.dict /tmp/corpus
+ *   build/fuzz/fuzz_config -dict=test/data/fuzz/config.dict /tmp/corpus
  * (scripts/fuzz.sh does this for both harnesses.)
  */
 #ifndef _GNU_SOURCE

@@ -9,10 +9,9 @@
  *    with, and its body is what the frame starts with;
  *  - the fast path decides and writes exactly what Jansson alone does.
  *
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc src/protocol.c \
- *       test/fuzz_protocol.c -ljansson -o build/fuzz_protocol
+ *   make fuzzers        (into build/fuzz/; make fuzz also runs it)
  *   cp -r test/data/fuzz/protocol /tmp/corpus
- *   build/fuzz_protocol -dict=test/data/fuzz/protocol.dict /tmp/corpus
+ *   build/fuzz/fuzz_protocol -dict=test/data/fuzz/protocol.dict /tmp/corpus
  */
 #include <jansson.h>
 #include <stdint.h>

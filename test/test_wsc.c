@@ -1,5 +1,5 @@
 /*
- * test_wsc.c - unit tests of the tools' WebSocket primitives (src/wsc.c):
+ * test_wsc.c - unit tests of the tools' WebSocket primitives (src/tools/wsc.c):
  * hashes against published vectors, the upgrade request and answer, frames
  * built byte by byte as a server sends them, reassembly, and the JSON
  * scanner on the gateway's shapes and on hostile text.
@@ -228,6 +228,60 @@ static void test_parse_server_frames(void **state)
 	}
 }
 
+/* The unjudging header decoder: what wsc_frame_parse refuses, it reads. */
+static void test_head_parse(void **state)
+{
+	/* masked, RSV1+RSV3, reserved opcode 3, 16-bit length 300 */
+	static const unsigned char odd[8] = { 0x53, 0x80 | 126, 0x01, 0x2c, 1, 2, 3, 4 };
+	static const unsigned char big64[10] = { 0x82, 127, 0, 0, 0, 1, 0, 0, 0, 0 };
+	unsigned char p[4] = { 'a', 'b', 'c', 'd' };
+	struct wsc_head h;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(odd); i++)
+		assert_int_equal(wsc_head_parse(odd, i, &h), WSC_MORE);
+	assert_int_equal(wsc_head_parse(odd, sizeof(odd), &h), WSC_DONE);
+	assert_false(h.fin);
+	assert_int_equal(h.rsv, 0x50);
+	assert_int_equal(h.opcode, 3);
+	assert_true(h.masked);
+	assert_int_equal(h.len, 300);
+	assert_int_equal(h.head_len, 8);
+	/* the key as wsc_mask takes it: the wire's bytes 1 2 3 4 */
+	wsc_mask(p, 4, h.mask);
+	assert_memory_equal(p, "\x60\x60\x60\x60", 4);
+	/* what a client refuses is still read */
+	assert_int_equal(wsc_head_parse(big64, 10, &h), WSC_DONE);
+	assert_int_equal(h.len, (uint64_t)1 << 32);
+	assert_int_equal(h.head_len, 10);
+	assert_false(h.masked);
+	assert_int_equal(h.mask, 0);
+	assert_int_equal(wsc_head_parse(big64, 9, &h), WSC_MORE);
+}
+
+static void test_http_header(void **state)
+{
+	static const char head[] = "HTTP/1.1 200 OK\r\ncontent-length:  12 \r\n"
+	                           "Transfer-Encoding: chunked\r\nX-Empty:\r\n\r\nbody: no";
+	size_t hl = strlen(head) - strlen("body: no"), vl;
+	const char *v;
+
+	(void)state;
+	v = wsc_http_header(head, hl, "Content-Length", &vl);
+	assert_non_null(v);
+	assert_int_equal(vl, 2);
+	assert_memory_equal(v, "12", 2);
+	v = wsc_http_header(head, hl, "transfer-encoding", &vl);
+	assert_non_null(v);
+	assert_int_equal(vl, 7);
+	assert_memory_equal(v, "chunked", 7);
+	/* an empty value is found, empty; the body is not the head */
+	assert_non_null(wsc_http_header(head, hl, "X-Empty", &vl));
+	assert_int_equal(vl, 0);
+	assert_null(wsc_http_header(head, hl, "body", &vl));
+	assert_null(wsc_http_header(head, hl, "Content", &vl));
+}
+
 static void test_reassembly(void **state)
 {
 	static const unsigned char frags[] = { 0x01, 0x02, 'a', 'b', 0x89, 0x00, 0x00, 0x01, 'c',
@@ -332,6 +386,8 @@ int main(void)
 		cmocka_unit_test(test_upgrade_request_and_answer),
 		cmocka_unit_test(test_encode_roundtrip),
 		cmocka_unit_test(test_parse_server_frames),
+		cmocka_unit_test(test_head_parse),
+		cmocka_unit_test(test_http_header),
 		cmocka_unit_test(test_reassembly),
 		cmocka_unit_test(test_json_scan),
 	};

@@ -7,9 +7,13 @@
  * loses nothing. Sends are single send() calls of the whole frame, which
  * keeps a frame together on the wire unless the test asks otherwise
  * (ws_send_raw). It can misbehave on purpose: unmasked frames, RSV bits,
- * any opcode. SHA-1, base64 and the random bytes come from src/wsc.c (the
- * tools' client primitives); ws_sha1/ws_base64/ws_accept_key stay as names
- * for the tests' in-process server.
+ * any opcode; and it takes whatever a server sends (masked frames too).
+ * The wire format is src/tools/wsc.c's, the tools' client primitives: the
+ * key and its accept value, the response head, frame heads both ways (the
+ * decoder there judges nothing), masking, SHA-1 and base64. What is here is
+ * the blocking socket work around them, the receive buffer and HTTP bodies.
+ * ws_sha1/ws_base64/ws_accept_key stay as names for the tests' in-process
+ * server.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -33,7 +37,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define WS_HEAD_MAX      16384                  /* biggest HTTP head we read */
 #define WS_FRAME_MAX     ((uint64_t)1 << 30)    /* biggest frame we accept */
 #define WS_BODY_MAX      ((size_t)16 << 20)     /* biggest HTTP body we read */
 #define WS_SEND_TIMEOUT  10                     /* s a send may block */
@@ -46,17 +49,16 @@ static int send_all(int fd, const void *data, size_t len);
 static int buf_reserve(struct ws *w, size_t need);
 static int buf_fill(struct ws *w, size_t need, int64_t deadline);
 static void buf_consume(struct ws *w, size_t n);
-static int head_read(struct ws *w, int64_t deadline, size_t *head_len);
-static int head_status(const char *head);
-static const char *head_value(const char *head, const char *name, size_t *vlen);
-static int body_read(struct ws *w, const char *head, size_t head_len,
-                     int64_t deadline, char **body, size_t *body_len);
+static int head_read(struct ws *w, int64_t deadline, const char *accept,
+                     struct wsc_http *h);
+static int body_read(struct ws *w, const struct wsc_http *h, int64_t deadline,
+                     char **body, size_t *body_len);
 static char *request_new(const char *path, int port, const char *headers,
                          const char *extra_headers);
 static void ws_refused(struct ws *w, int status, const char *why);
 static void close_echo(struct ws *w, const struct ws_frame *f);
 
-/* ---- SHA-1, base64, randomness: shared with the tools (src/wsc.c) -- */
+/* ---- SHA-1, base64, randomness: shared with the tools (src/tools/wsc.c) -- */
 
 void
 ws_sha1(const void *data, size_t len, unsigned char out[20])
@@ -238,77 +240,42 @@ buf_consume(struct ws *w, size_t n)
 
 /* ---- HTTP ----------------------------------------------------------- */
 
-/* Reads until the blank line ending the head; *head_len includes it. */
+/*
+ * Reads until the whole response head is in w->buf and *h describes it
+ * (wsc_http_parse; accept, if not NULL, is checked into h->accept_ok).
+ * 0, -1 deadline passed, -2 EOF/error, -3 the answer is not HTTP.
+ */
 static int
-head_read(struct ws *w, int64_t deadline, size_t *head_len)
+head_read(struct ws *w, int64_t deadline, const char *accept,
+          struct wsc_http *h)
 {
-	size_t scanned = 0;
-	unsigned char *end;
+	enum wsc_parse pr;
 	int rc;
 
 	for (;;) {
-		if (w->len >= 4) {
-			end = memmem(w->buf + scanned, w->len - scanned, "\r\n\r\n", 4);
-			if (end != NULL) {
-				*head_len = (size_t)(end - w->buf) + 4;
+		if (w->len > 0) {
+			pr = wsc_http_parse((const char *)w->buf, w->len, accept, h);
+			if (pr == WSC_DONE)
 				return 0;
-			}
-			scanned = w->len - 3;
+			if (pr == WSC_ERROR)
+				return -3;
 		}
-		if (w->len >= WS_HEAD_MAX)
-			return -2;
 		rc = buf_fill(w, w->len + 1, deadline);
 		if (rc != 0)
 			return rc;
 	}
 }
 
-static int
-head_status(const char *head)
-{
-	int major, minor, status;
-
-	if (sscanf(head, "HTTP/%d.%d %d", &major, &minor, &status) != 3)
-		return -1;
-	return status;
-}
-
-/* Finds header `name` (case-insensitive) in a NUL-terminated head; returns
- * its trimmed value (borrowed, not NUL-terminated) and length, or NULL. */
-static const char *
-head_value(const char *head, const char *name, size_t *vlen)
-{
-	size_t nlen = strlen(name);
-	const char *line = strstr(head, "\r\n"), *v, *eol;
-
-	while (line != NULL) {
-		line += 2;
-		eol = strstr(line, "\r\n");
-		if (eol == NULL || eol == line)
-			break;
-		if (strncasecmp(line, name, nlen) == 0 && line[nlen] == ':') {
-			v = line + nlen + 1;
-			while (v < eol && (*v == ' ' || *v == '\t'))
-				v++;
-			while (eol > v && (eol[-1] == ' ' || eol[-1] == '\t'))
-				eol--;
-			*vlen = (size_t)(eol - v);
-			return v;
-		}
-		line = eol;
-	}
-	return NULL;
-}
-
 /*
- * Reads the body that follows a head of head_len bytes in w->buf: by
+ * Reads the body that follows the head *h at the start of w->buf: by
  * Content-Length, chunked, or up to EOF (or the deadline). Returns 0 and a
  * new NUL-terminated *body (the caller frees it), or -1.
  */
 static int
-body_read(struct ws *w, const char *head, size_t head_len, int64_t deadline,
+body_read(struct ws *w, const struct wsc_http *h, int64_t deadline,
           char **body, size_t *body_len)
 {
+	size_t head_len = h->head_len;
 	const char *v;
 	char *out = NULL, *crlf, *nb;
 	size_t vlen, pos, out_len = 0, want;
@@ -317,7 +284,9 @@ body_read(struct ws *w, const char *head, size_t head_len, int64_t deadline,
 
 	*body = NULL;
 	*body_len = 0;
-	v = head_value(head, "Transfer-Encoding", &vlen);
+	/* v points into w->buf: used before any buf_fill may move it */
+	v = wsc_http_header((const char *)w->buf, head_len, "Transfer-Encoding",
+	                    &vlen);
 	if (v != NULL && vlen >= 7 && strncasecmp(v, "chunked", 7) == 0) {
 		out = malloc(1);
 		if (out == NULL)
@@ -351,9 +320,8 @@ body_read(struct ws *w, const char *head, size_t head_len, int64_t deadline,
 		}
 	}
 
-	v = head_value(head, "Content-Length", &vlen);
-	if (v != NULL) {
-		clen = strtoull(v, NULL, 10);
+	if (h->content_len >= 0) {
+		clen = (unsigned long long)h->content_len;
 		if (clen > WS_BODY_MAX)
 			clen = WS_BODY_MAX;
 		buf_fill(w, head_len + (size_t)clen, deadline);
@@ -411,13 +379,12 @@ ws_connect(int port, const char *path, const char *extra_headers,
            int timeout_ms)
 {
 	int64_t deadline = deadline_after(timeout_ms);
-	unsigned char nonce[16];
-	char key[25], expect[29], headers[256], *req = NULL, *head = NULL,
-	     *body = NULL;
-	const char *accept;
-	size_t head_len, body_len, alen;
+	char key[WSC_KEY_LEN + 1], expect[WSC_ACCEPT_LEN + 1], headers[256],
+	     *req = NULL, *body = NULL;
+	struct wsc_http h;
+	size_t body_len;
 	struct ws *w;
-	int fd, status;
+	int fd, rc;
 
 	fd = tcp_connect(port, timeout_ms);
 	if (fd < 0)
@@ -429,9 +396,7 @@ ws_connect(int port, const char *path, const char *extra_headers,
 	}
 	w->fd = fd;
 
-	wsc_random(nonce, sizeof nonce);
-	ws_base64(nonce, sizeof nonce, key);
-	ws_accept_key(key, expect);
+	wsc_new_key(key, expect);
 	snprintf(headers, sizeof headers,
 	         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
 	         "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n", key);
@@ -440,39 +405,28 @@ ws_connect(int port, const char *path, const char *extra_headers,
 		ws_refused(w, 0, "could not send the upgrade request");
 		goto out;
 	}
-	if (head_read(w, deadline, &head_len) != 0) {
-		ws_refused(w, 0, "no HTTP answer to the upgrade request");
+	rc = head_read(w, deadline, expect, &h);
+	if (rc != 0) {
+		ws_refused(w, 0, rc == -3 ? "answer is not HTTP" :
+		           "no HTTP answer to the upgrade request");
 		goto out;
 	}
-	head = strndup((char *)w->buf, head_len);
-	if (head == NULL) {
-		ws_refused(w, 0, "out of memory");
-		goto out;
-	}
-	status = head_status(head);
-	if (status < 0) {
-		ws_refused(w, 0, "answer is not HTTP");
-		goto out;
-	}
-	if (status == 101) {
-		accept = head_value(head, "Sec-WebSocket-Accept", &alen);
-		if (accept == NULL || alen != strlen(expect) ||
-		    memcmp(accept, expect, alen) != 0) {
+	if (h.status == 101) {
+		if (!h.accept_ok) {
 			ws_refused(w, 0, "bad Sec-WebSocket-Accept");
 			goto out;
 		}
 		w->http_status = 101;
 		/* Frames may have come in the same read as the head. */
-		buf_consume(w, head_len);
+		buf_consume(w, h.head_len);
 		goto out;
 	}
-	if (body_read(w, head, head_len, deadline, &body, &body_len) == 0)
-		ws_refused(w, status, body);
+	if (body_read(w, &h, deadline, &body, &body_len) == 0)
+		ws_refused(w, h.status, body);
 	else
-		ws_refused(w, status, NULL);
+		ws_refused(w, h.status, NULL);
 out:
 	free(req);
-	free(head);
 	free(body);
 	return w;
 }
@@ -492,42 +446,29 @@ int
 ws_send_frame(struct ws *w, int fin, int opcode, const void *data, size_t len,
               int mask, int rsv)
 {
-	const unsigned char *src = data;
-	unsigned char *frame, key[4];
-	size_t hdr = 2, i;
+	unsigned char *frame;
+	uint32_t key;
+	size_t n;
 	int rc;
 
 	if (w == NULL || w->fd < 0)
 		return -1;
-	frame = malloc(14 + len);
+	frame = malloc(WSC_HEAD_MAX + len);
 	if (frame == NULL)
 		return -1;
-	frame[0] = (unsigned char)((fin ? 0x80 : 0) | (rsv & 0x70) |
-	                           (opcode & 0x0f));
-	if (len < 126) {
-		frame[1] = (unsigned char)len;
-	} else if (len <= 0xffff) {
-		frame[1] = 126;
-		frame[2] = (unsigned char)(len >> 8);
-		frame[3] = (unsigned char)len;
-		hdr = 4;
-	} else {
-		frame[1] = 127;
-		for (i = 0; i < 8; i++)
-			frame[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
-		hdr = 10;
-	}
 	if (mask) {
-		frame[1] |= 0x80;
-		wsc_random(key, sizeof key);
-		memcpy(frame + hdr, key, 4);
-		hdr += 4;
-		for (i = 0; i < len; i++)
-			frame[hdr + i] = src[i] ^ key[i & 3];
-	} else if (len > 0) {
-		memcpy(frame + hdr, src, len);
+		wsc_random(&key, sizeof key);
+		n = wsc_frame_encode(frame, fin, opcode, data, len, key);
+	} else {
+		/* A server's frame: the same head without its mask bit and key. */
+		n = wsc_frame_head(frame, fin, opcode, len, 0) - 4;
+		frame[1] &= 0x7f;
+		if (len > 0)
+			memcpy(frame + n, data, len);
+		n += len;
 	}
-	rc = send_all(w->fd, frame, hdr + len);
+	frame[0] |= (unsigned char)(rsv & 0x70);
+	rc = send_all(w->fd, frame, n);
 	free(frame);
 	return rc;
 }
@@ -550,56 +491,37 @@ int
 ws_recv_frame(struct ws *w, struct ws_frame *f, int timeout_ms)
 {
 	int64_t deadline = deadline_after(timeout_ms);
-	unsigned char b0, b1, *key = NULL;
-	uint64_t len;
-	size_t hdr = 2, i;
+	struct wsc_head h;
+	size_t len;
 	int rc;
 
 	memset(f, 0, sizeof *f);
 	if (w == NULL)
 		return -2;
-	rc = buf_fill(w, 2, deadline);
-	if (rc != 0)
-		return rc;
-	b0 = w->buf[0];
-	b1 = w->buf[1];
-	len = b1 & 0x7f;
-	if (len == 126) {
-		hdr = 4;
-		if ((rc = buf_fill(w, hdr, deadline)) != 0)
+	/* The head (2 to 14 bytes, its first two say how many), then the rest;
+	 * nothing is consumed before the whole frame is in. */
+	while (wsc_head_parse(w->buf, w->len, &h) == WSC_MORE)
+		if ((rc = buf_fill(w, w->len + 1, deadline)) != 0)
 			return rc;
-		len = (uint64_t)w->buf[2] << 8 | w->buf[3];
-	} else if (len == 127) {
-		hdr = 10;
-		if ((rc = buf_fill(w, hdr, deadline)) != 0)
-			return rc;
-		len = 0;
-		for (i = 0; i < 8; i++)
-			len = len << 8 | w->buf[2 + i];
-	}
-	if (b1 & 0x80)
-		hdr += 4;
-	if (len > WS_FRAME_MAX)
+	if (h.len > WS_FRAME_MAX)
 		return -2;
-	if ((rc = buf_fill(w, hdr + (size_t)len, deadline)) != 0)
+	len = (size_t)h.len;
+	if ((rc = buf_fill(w, h.head_len + len, deadline)) != 0)
 		return rc;
 
-	f->data = malloc((size_t)len + 1);
+	f->data = malloc(len + 1);
 	if (f->data == NULL)
 		return -2;
-	memcpy(f->data, w->buf + hdr, (size_t)len);
-	if (b1 & 0x80) {
-		key = w->buf + hdr - 4;
-		for (i = 0; i < len; i++)
-			f->data[i] ^= key[i & 3];
-	}
+	memcpy(f->data, w->buf + h.head_len, len);
+	if (h.masked)           /* servers must not mask; taken anyway */
+		wsc_mask(f->data, len, h.mask);
 	f->data[len] = '\0';
-	f->len = (size_t)len;
-	f->fin = (b0 & 0x80) != 0;
-	f->opcode = b0 & 0x0f;
-	if (f->opcode == 8)
+	f->len = len;
+	f->fin = h.fin;
+	f->opcode = h.opcode;
+	if (f->opcode == WSC_OP_CLOSE)
 		f->close_code = len >= 2 ? (f->data[0] << 8 | f->data[1]) : 1005;
-	buf_consume(w, hdr + (size_t)len);
+	buf_consume(w, h.head_len + len);
 	return 0;
 }
 
@@ -700,9 +622,10 @@ http_get(int port, const char *path, const char *extra_headers,
          char *body, size_t cap, int timeout_ms)
 {
 	int64_t deadline = deadline_after(timeout_ms);
+	struct wsc_http h;
 	struct ws w;
-	char *req = NULL, *head = NULL, *data = NULL;
-	size_t head_len, data_len;
+	char *req = NULL, *data = NULL;
+	size_t data_len;
 	int status = -1;
 
 	if (body != NULL && cap > 0)
@@ -714,15 +637,10 @@ http_get(int port, const char *path, const char *extra_headers,
 	req = request_new(path, port, "Connection: close\r\n", extra_headers);
 	if (req == NULL || send_all(w.fd, req, strlen(req)) < 0)
 		goto out;
-	if (head_read(&w, deadline, &head_len) != 0)
+	if (head_read(&w, deadline, NULL, &h) != 0)
 		goto out;
-	head = strndup((char *)w.buf, head_len);
-	if (head == NULL)
-		goto out;
-	status = head_status(head);
-	if (status < 0)
-		goto out;
-	if (body_read(&w, head, head_len, deadline, &data, &data_len) != 0)
+	status = h.status;
+	if (body_read(&w, &h, deadline, &data, &data_len) != 0)
 		goto out;
 	if (body != NULL && cap > 0) {
 		if (data_len >= cap)
@@ -734,7 +652,6 @@ out:
 	close(w.fd);
 	free(w.buf);
 	free(req);
-	free(head);
 	free(data);
 	return status;
 }

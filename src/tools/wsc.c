@@ -22,8 +22,6 @@
 
 static uint32_t rol32(uint32_t x, int n);
 static void sha1_block(uint32_t h[5], const unsigned char *p);
-static const char *head_value(const char *head, size_t head_len, const char *name,
-                              size_t *vlen);
 static void mask_copy(unsigned char *dst, const unsigned char *src, size_t len, uint32_t mask);
 static const char *skip_ws(const char *p, const char *end);
 static const char *skip_string(const char *p, const char *end);
@@ -277,9 +275,7 @@ size_t wsc_upgrade_request(char *buf, size_t cap, const struct wsc_url *u, const
 	return (size_t)n;
 }
 
-/* The trimmed value of header `name` in head[0..head_len), or NULL. */
-static const char *head_value(const char *head, size_t head_len, const char *name,
-                              size_t *vlen)
+const char *wsc_http_header(const char *head, size_t head_len, const char *name, size_t *vlen)
 {
 	size_t nlen = strlen(name);
 	const char *end = head + head_len, *line, *eol, *v;
@@ -327,13 +323,13 @@ enum wsc_parse wsc_http_parse(const char *buf, size_t len, const char *expect_ac
 	    status < 100 || status > 999)
 		return WSC_ERROR;
 	h->status = status;
-	v = head_value(buf, h->head_len, "Content-Length", &vlen);
+	v = wsc_http_header(buf, h->head_len, "Content-Length", &vlen);
 	if (v && vlen > 0 && vlen < 19 && strspn(v, "0123456789") >= vlen)
 		h->content_len = strtoll(v, NULL, 10);
 	if (status == 101) {
-		v = head_value(buf, h->head_len, "Upgrade", &vlen);
+		v = wsc_http_header(buf, h->head_len, "Upgrade", &vlen);
 		h->upgrade_ok = v && vlen == 9 && strncasecmp(v, "websocket", 9) == 0;
-		v = head_value(buf, h->head_len, "Sec-WebSocket-Accept", &vlen);
+		v = wsc_http_header(buf, h->head_len, "Sec-WebSocket-Accept", &vlen);
 		h->accept_ok = !expect_accept ||
 		               (v && vlen == strlen(expect_accept) && memcmp(v, expect_accept, vlen) == 0);
 	}
@@ -424,11 +420,46 @@ size_t wsc_close_encode(unsigned char *out, int code, const char *reason, uint32
 	return wsc_frame_encode(out, 1, WSC_OP_CLOSE, body, n, mask);
 }
 
-enum wsc_parse wsc_frame_parse(const unsigned char *buf, size_t len, size_t max_payload,
-                               struct wsc_frame *f, const char **why)
+enum wsc_parse wsc_head_parse(const unsigned char *buf, size_t len, struct wsc_head *h)
 {
 	uint64_t plen;
 	size_t hdr = 2, i;
+
+	if (len < 2)
+		return WSC_MORE;
+	plen = buf[1] & 0x7f;
+	if (plen == 126)
+		hdr = 4;
+	else if (plen == 127)
+		hdr = 10;
+	if (buf[1] & 0x80)
+		hdr += 4;
+	if (len < hdr)
+		return WSC_MORE;
+	if (plen == 126) {
+		plen = (uint64_t)buf[2] << 8 | buf[3];
+	} else if (plen == 127) {
+		plen = 0;
+		for (i = 0; i < 8; i++)
+			plen = plen << 8 | buf[2 + i];
+	}
+	h->fin = (buf[0] & 0x80) != 0;
+	h->rsv = buf[0] & 0x70;
+	h->opcode = buf[0] & 0x0f;
+	h->masked = (buf[1] & 0x80) != 0;
+	h->mask = 0;
+	if (h->masked)
+		memcpy(&h->mask, buf + hdr - 4, 4);
+	h->len = plen;
+	h->head_len = hdr;
+	return WSC_DONE;
+}
+
+enum wsc_parse wsc_frame_parse(const unsigned char *buf, size_t len, size_t max_payload,
+                               struct wsc_frame *f, const char **why)
+{
+	struct wsc_head h;
+	uint64_t plen;
 	int op;
 
 	f->frame_len = 0;
@@ -447,34 +478,23 @@ enum wsc_parse wsc_frame_parse(const unsigned char *buf, size_t len, size_t max_
 		*why = "masked frame from the server";
 		return WSC_ERROR;
 	}
-	plen = buf[1] & 0x7f;
-	if (op >= 8 && (plen > 125 || !(buf[0] & 0x80))) {
+	if (op >= 8 && ((buf[1] & 0x7f) > 125 || !(buf[0] & 0x80))) {
 		*why = "fragmented or oversized control frame";
 		return WSC_ERROR;
 	}
-	if (plen == 126) {
-		hdr = 4;
-		if (len < hdr)
-			return WSC_MORE;
-		plen = (uint64_t)buf[2] << 8 | buf[3];
-	} else if (plen == 127) {
-		hdr = 10;
-		if (len < hdr)
-			return WSC_MORE;
-		plen = 0;
-		for (i = 0; i < 8; i++)
-			plen = plen << 8 | buf[2 + i];
-	}
+	if (wsc_head_parse(buf, len, &h) == WSC_MORE)
+		return WSC_MORE;
+	plen = h.len;
 	if (plen > max_payload) {
 		*why = "frame larger than allowed";
 		return WSC_ERROR;
 	}
-	f->frame_len = hdr + (size_t)plen;
+	f->frame_len = h.head_len + (size_t)plen;
 	if (len < f->frame_len)
 		return WSC_MORE;
-	f->fin = (buf[0] & 0x80) != 0;
+	f->fin = h.fin;
 	f->opcode = op;
-	f->payload = buf + hdr;
+	f->payload = buf + h.head_len;
 	f->len = (size_t)plen;
 	f->close_code = 0;
 	if (op == WSC_OP_CLOSE) {

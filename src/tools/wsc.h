@@ -1,8 +1,9 @@
 /*
  * wsc.h - client-side WebSocket primitives (RFC 6455) shared by
- * homestead-client and homestead-bench: the upgrade request and the check of
- * its answer, masked frame encoding, an incremental frame parser, message
- * reassembly, and a small scanner for the gateway's flat JSON frames.
+ * homestead-client, homestead-bench and the tests' client (test/wsclient.c):
+ * the upgrade request and the check of its answer, masked frame encoding, an
+ * incremental frame parser, message reassembly, and a small scanner for the
+ * gateway's flat JSON frames.
  *
  * No I/O and no policy: the callers own their sockets, buffers and
  * timeouts. Nothing here allocates on the hot path: the parser returns
@@ -83,6 +84,11 @@ enum wsc_parse { WSC_ERROR = -1, WSC_MORE = 0, WSC_DONE = 1 };
 enum wsc_parse wsc_http_parse(const char *buf, size_t len, const char *expect_accept,
                               struct wsc_http *h);
 
+/* The value of header `name` (any case) in a response head of head_len
+ * bytes (wsc_http_parse's h->head_len): trimmed, borrowed from head, not
+ * NUL-terminated, its length in *vlen. NULL if the head has no such header. */
+const char *wsc_http_header(const char *head, size_t head_len, const char *name, size_t *vlen);
+
 /* ---- frames ------------------------------------------------------------- */
 
 enum wsc_op {
@@ -112,6 +118,26 @@ void wsc_mask(unsigned char *p, size_t len, uint32_t mask);
 /* Encodes a close frame with code (0 = no code) and an optional reason
  * (cut to fit 123 bytes). out must hold WSC_HEAD_MAX + 125 bytes. */
 size_t wsc_close_encode(unsigned char *out, int code, const char *reason, uint32_t mask);
+
+/* A frame header as it is on the wire, not judged. */
+struct wsc_head {
+	int fin;
+	int rsv;            /* the RSV bits as they are in the first byte (0x70) */
+	int opcode;         /* any of 0..15 */
+	int masked;
+	uint32_t mask;      /* when masked: the key, as wsc_mask takes it */
+	uint64_t len;       /* payload length */
+	size_t head_len;    /* header bytes, the masking key included */
+};
+
+/*
+ * Decodes the frame header at the start of buf[0..len) and checks nothing:
+ * RSV bits, any opcode, a mask and any length pass. For a peer that must
+ * take what comes (the tests' client); a client judges frames with
+ * wsc_frame_parse, which reads its headers with this. Returns WSC_DONE with
+ * *h filled, or WSC_MORE while the header is not all in; never WSC_ERROR.
+ */
+enum wsc_parse wsc_head_parse(const unsigned char *buf, size_t len, struct wsc_head *h);
 
 /* One server frame, as found by wsc_frame_parse. */
 struct wsc_frame {

@@ -1,0 +1,119 @@
+/*
+ * client.h - homestead-client's private header: the state the three files
+ * share and what each offers the others.
+ *
+ *   client.c       options, signals, the main loop, exit codes
+ *   client_conn.c  the connection: connect and upgrade, frames in and out,
+ *                  dropping it, the backoff before the next attempt
+ *   client_msg.c   the modes: stdin lines (mod, bot) and random chat (sim)
+ *                  made into messages, the unacknowledged ones kept for a
+ *                  resend, and what the gateway's replies mean
+ *
+ * One thread, one struct client: nothing is locked.
+ */
+#ifndef GW_TOOLS_CLIENT_H
+#define GW_TOOLS_CLIENT_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "wsc.h"
+
+#define EXIT_GAVE_UP     1
+#define EXIT_USAGE       2
+#define EXIT_AUTH        3
+
+enum mode { MODE_MOD, MODE_BOT, MODE_SIM };
+enum state { ST_DOWN, ST_HANDSHAKE, ST_READY };
+
+/* A message sent (or to be sent) and not yet acknowledged. */
+struct pending {
+	char *msg_id;
+	char *json;     /* the message as sent: resent as is */
+	size_t len;
+	int sent;       /* sent on the current connection */
+};
+
+struct client {
+	/* options */
+	enum mode mode;
+	struct wsc_url url;
+	const char *url_text, *key;
+	const char *server_id, *channel, *bot_id, *author_id, *author_name;
+	int backoff_ms, backoff_max_ms, wait_ms, read_timeout_ms;
+	int min_interval_ms, max_interval_ms;
+	long count;
+	int raw;
+
+	/* connection */
+	enum state state;
+	int fd;
+	unsigned char *rbuf;
+	size_t rlen, rcap;
+	struct wsc_asm asm_;
+	int64_t deadline_ms;       /* handshake: until "connected" */
+	int64_t last_rx_ms;
+	int attempt;               /* failed attempts since the last success */
+	int64_t next_try_ms;
+
+	/* messages */
+	struct pending *pend;
+	size_t npend, pcap;
+	unsigned long long counter;
+	long sim_sent;
+	int64_t sim_next_ms;
+
+	/* stdin */
+	int stdin_open;
+	char *line;
+	size_t llen, lcap;
+
+	int quitting;              /* EOF or count reached: drain, then leave */
+	int64_t quit_deadline_ms;
+};
+
+/* Set by SIGINT and SIGTERM (client.c); the loops stop on it. */
+extern volatile sig_atomic_t stop_signal;
+
+/* ---- client.c ------------------------------------------------------------- */
+
+/* CLOCK_MONOTONIC in milliseconds. */
+int64_t now_ms(void);
+/* One line on stderr, "homestead-client: " first. */
+void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Closes the socket, frees everything, flushes stdout and exits with rc. */
+void finish(struct client *c, int rc) __attribute__((noreturn));
+
+/* ---- client_conn.c -------------------------------------------------------- */
+
+/* Connects, upgrades and sends the handshake: 0 (state ST_HANDSHAKE), -1
+ * when the next attempt is scheduled; exits on a refused key. */
+int conn_open(struct client *c);
+/* Drops the connection (why said if not NULL) and schedules the next try;
+ * pending messages stay, to be resent after the next handshake. */
+void conn_down(struct client *c, const char *why);
+/* Reads what the socket has: 1 got bytes, 0 nothing yet, -1 EOF/error. */
+int recv_some(struct client *c);
+/* Handles every whole frame received: 0, or -1 when the connection ended. */
+int on_frames(struct client *c);
+/* One masked frame (FIN set), sent within the write timeout: 0 or -1. */
+int send_frame(struct client *c, int opcode, const void *data, size_t len);
+/* Sends a close frame with code and waits a little for the gateway's. */
+void send_close(struct client *c, int code);
+
+/* ---- client_msg.c --------------------------------------------------------- */
+
+/* The JSON handshake of c's mode: 0 or -1. */
+int send_handshake(struct client *c);
+/* One whole text or binary message from the gateway (printed; acks settle
+ * pending messages): 0, or -1 when the connection is to be dropped. */
+int on_message(struct client *c, const unsigned char *data, size_t len);
+/* Reads stdin and takes every whole line: 0, or -1 at EOF. */
+int read_stdin(struct client *c);
+/* sim: sends the next chat line when it is due. */
+void sim_tick(struct client *c, int64_t now);
+/* Frees every pending message. */
+void pending_free(struct client *c);
+
+#endif

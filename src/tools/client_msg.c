@@ -1,0 +1,331 @@
+/*
+ * client_msg.c - homestead-client's modes and messages. mod and bot make a
+ * message of each line of stdin (a bot line may start with "#CHANNEL "), or
+ * take it as is with --raw; sim makes up chat at random intervals. Every
+ * message is kept in the pending list, in order, until its ack comes, and
+ * resent with the same msg_id after a reconnect. on_message prints what the
+ * gateway sends and settles the pending messages its acks name.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "client.h"
+
+#define LINE_MAX_BYTES   ((size_t)64 << 20)
+
+static const char *const sim_authors[] = { "Steve", "Alex", "Notch", "Herobrine", "Jeb" };
+static const char *const sim_lines[] = {
+	"hello from the server!", "anyone up for the nether?", "gg", "brb, creeper outside",
+	"who took my diamonds", "server restart in 5 minutes?", "lol", "found a village at 200 -340",
+	"need iron, trading wheat", "good night everyone",
+};
+
+static int send_json_text(struct client *c, json_t *j);
+static int send_pending(struct client *c);
+static int pending_add(struct client *c, const char *msg_id, char *json);
+static void pending_remove(struct client *c, const char *msg_id);
+static char *message_new(struct client *c, const char *channel, const char *content,
+                         char *msg_id, size_t idlen);
+static void take_line(struct client *c, char *line, size_t len);
+
+/* ---- frames out ----------------------------------------------------------- */
+
+static int send_json_text(struct client *c, json_t *j)
+{
+	char *s = json_dumps(j, JSON_COMPACT);
+	int rc = s ? send_frame(c, WSC_OP_TEXT, s, strlen(s)) : -1;
+
+	free(s);
+	json_decref(j);
+	return rc;
+}
+
+int send_handshake(struct client *c)
+{
+	if (c->mode == MODE_BOT)
+		return send_json_text(c, json_pack("{s:s, s:{s:s}}", "type", "bot", "data", "bot_id",
+		                                   c->bot_id));
+	return send_json_text(c, json_pack("{s:s, s:{s:s, s:s}}", "type", "mod", "data", "server_id",
+	                                   c->server_id, "channel_id", c->channel));
+}
+
+/* Sends every pending message not yet sent on this connection, in order. */
+static int send_pending(struct client *c)
+{
+	size_t i;
+
+	for (i = 0; i < c->npend; i++) {
+		if (c->pend[i].sent)
+			continue;
+		if (send_frame(c, WSC_OP_TEXT, c->pend[i].json, c->pend[i].len) < 0) {
+			conn_down(c, "send failed");
+			return -1;
+		}
+		c->pend[i].sent = 1;
+	}
+	return 0;
+}
+
+/* ---- messages ------------------------------------------------------------- */
+
+/* Keeps json (steals it) until msg_id is acknowledged. */
+static int pending_add(struct client *c, const char *msg_id, char *json)
+{
+	struct pending *np;
+	size_t cap;
+
+	if (c->npend == c->pcap) {
+		cap = c->pcap ? c->pcap * 2 : 64;
+		if (!(np = realloc(c->pend, cap * sizeof(*np)))) {
+			free(json);
+			return -1;
+		}
+		c->pend = np;
+		c->pcap = cap;
+	}
+	np = &c->pend[c->npend];
+	np->msg_id = strdup(msg_id ? msg_id : "");
+	np->json = json;
+	np->len = strlen(json);
+	np->sent = 0;
+	if (!np->msg_id) {
+		free(json);
+		return -1;
+	}
+	c->npend++;
+	return 0;
+}
+
+static void pending_remove(struct client *c, const char *msg_id)
+{
+	size_t i;
+
+	for (i = 0; i < c->npend; i++) {
+		if (strcmp(c->pend[i].msg_id, msg_id) != 0)
+			continue;
+		free(c->pend[i].msg_id);
+		free(c->pend[i].json);
+		memmove(&c->pend[i], &c->pend[i + 1], (c->npend - i - 1) * sizeof(*c->pend));
+		c->npend--;
+		return;
+	}
+}
+
+void pending_free(struct client *c)
+{
+	size_t i;
+
+	for (i = 0; i < c->npend; i++) {
+		free(c->pend[i].msg_id);
+		free(c->pend[i].json);
+	}
+	free(c->pend);
+	c->pend = NULL;
+	c->npend = c->pcap = 0;
+}
+
+/* A new message's JSON text (malloc'd) with a fresh msg_id copied to msg_id. */
+static char *message_new(struct client *c, const char *channel, const char *content,
+                         char *msg_id, size_t idlen)
+{
+	json_t *j, *author;
+	char *s;
+
+	snprintf(msg_id, idlen, "%s-%ld-%llu", c->mode == MODE_BOT ? c->bot_id : c->server_id,
+	         (long)getpid(), ++c->counter);
+	author = json_pack("{s:s}", "id", c->mode == MODE_SIM ?
+	                   sim_authors[rand() % (int)(sizeof(sim_authors) / sizeof(*sim_authors))] :
+	                   c->author_id);
+	if (author && c->author_name)
+		json_object_set_new(author, "name", json_string(c->author_name));
+	if (c->mode == MODE_BOT)
+		j = json_pack("{s:s, s:s, s:o, s:s}", "msg_id", msg_id, "id", channel, "author", author,
+		              "content", content);
+	else
+		j = json_pack("{s:s, s:s, s:{s:s}, s:o, s:s}", "msg_id", msg_id, "id", c->server_id,
+		              "destination", "channel_id", c->channel, "author", author,
+		              "content", content);
+	if (!j)
+		return NULL;
+	s = json_dumps(j, JSON_COMPACT);
+	json_decref(j);
+	return s;
+}
+
+/* One line of stdin (without its newline): a message, sent if connected. */
+static void take_line(struct client *c, char *line, size_t len)
+{
+	char id[600], *json = NULL;
+	const char *channel = c->channel, *content = line;
+	json_error_t jerr;
+	json_t *j;
+
+	if (len > 0 && line[len - 1] == '\r')
+		line[--len] = '\0';
+	if (len == 0)
+		return;
+	if (c->raw) {
+		if (!(j = json_loadb(line, len, 0, &jerr))) {
+			say("line is not JSON (%s): not sent", jerr.text);
+			return;
+		}
+		snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(j, "msg_id")) ?
+		         json_string_value(json_object_get(j, "msg_id")) : "");
+		json_decref(j);
+		json = strndup(line, len);
+	} else {
+		if (c->mode == MODE_BOT && line[0] == '#') {
+			size_t w = strcspn(line + 1, " \t");
+
+			if (w == 0 || line[1 + w] == '\0') {
+				say("'#channel' needs a message after it: not sent");
+				return;
+			}
+			line[1 + w] = '\0';
+			channel = line + 1;
+			content = line + 2 + w;
+			content += strspn(content, " \t");
+		}
+		if (!channel) {
+			say("no channel for this line: start it with '#CHANNEL ' or pass --channel");
+			return;
+		}
+		if (!*content)
+			return;
+		json = message_new(c, channel, content, id, sizeof(id));
+	}
+	if (!json || pending_add(c, id, json) < 0) {
+		say("out of memory: line dropped");
+		return;
+	}
+	if (c->state == ST_READY)
+		send_pending(c);
+}
+
+/* Reads stdin and takes every complete line. -1 on EOF. */
+int read_stdin(struct client *c)
+{
+	char *nl, *nb;
+	size_t off = 0;
+	ssize_t n;
+
+	if (c->lcap - c->llen < 65536) {
+		if (c->lcap > LINE_MAX_BYTES) {
+			say("line longer than %zu bytes: dropped", LINE_MAX_BYTES);
+			c->llen = 0;
+		} else {
+			if (!(nb = realloc(c->line, c->lcap ? c->lcap * 2 : 131072)))
+				return -1;
+			c->line = nb;
+			c->lcap = c->lcap ? c->lcap * 2 : 131072;
+		}
+	}
+	n = read(STDIN_FILENO, c->line + c->llen, c->lcap - c->llen - 1);
+	if (n < 0 && (errno == EINTR || errno == EAGAIN))
+		return 0;
+	if (n <= 0) {
+		if (c->llen > 0) {   /* a last line without newline */
+			c->line[c->llen] = '\0';
+			take_line(c, c->line, c->llen);
+			c->llen = 0;
+		}
+		return -1;
+	}
+	c->llen += (size_t)n;
+	while ((nl = memchr(c->line + off, '\n', c->llen - off))) {
+		*nl = '\0';
+		take_line(c, c->line + off, (size_t)(nl - (c->line + off)));
+		off = (size_t)(nl - c->line) + 1;
+	}
+	memmove(c->line, c->line + off, c->llen - off);
+	c->llen -= off;
+	return 0;
+}
+
+void sim_tick(struct client *c, int64_t now)
+{
+	char line[256];
+	int span = c->max_interval_ms - c->min_interval_ms;
+
+	if (c->quitting || now < c->sim_next_ms)
+		return;
+	snprintf(line, sizeof(line), "%s",
+	         sim_lines[rand() % (int)(sizeof(sim_lines) / sizeof(*sim_lines))]);
+	take_line(c, line, strlen(line));
+	c->sim_sent++;
+	c->sim_next_ms = now + c->min_interval_ms + (span > 0 ? rand() % (span + 1) : 0);
+	if (c->count > 0 && c->sim_sent >= c->count) {
+		c->quitting = 1;
+		c->quit_deadline_ms = now + c->wait_ms;
+	}
+}
+
+/* ---- frames in ------------------------------------------------------------ */
+
+/* A text or binary message: printed as one line; acks settle pending ones.
+ * Returns -1 when the connection is to be dropped (handshake refused). */
+int on_message(struct client *c, const unsigned char *data, size_t len)
+{
+	const char *status, *id, *msg;
+	json_error_t jerr;
+	json_t *j, *code;
+	char *line;
+
+	if (!(j = json_loadb((const char *)data, len, 0, &jerr))) {
+		say("frame is not JSON (%s): %.*s", jerr.text, (int)(len > 200 ? 200 : len), data);
+		return 0;
+	}
+	if (memchr(data, '\n', len) || memchr(data, '\r', len)) {
+		line = json_dumps(j, JSON_COMPACT);
+		if (line)
+			puts(line);
+		free(line);
+	} else {
+		fwrite(data, 1, len, stdout);
+		fputc('\n', stdout);
+	}
+	fflush(stdout);
+
+	status = json_string_value(json_object_get(j, "status"));
+	id = json_string_value(json_object_get(j, "msg_id"));
+	code = json_object_get(j, "code");
+	msg = json_string_value(json_object_get(j, "message"));
+	if (c->state == ST_HANDSHAKE) {
+		if (status && strcmp(status, "connected") == 0) {
+			c->state = ST_READY;
+			c->attempt = 0;
+			say("connected to %s as %s", c->url.hostport, c->mode == MODE_BOT ? "bot" : "mod");
+			json_decref(j);
+			return send_pending(c) < 0 ? -1 : 0;
+		}
+		if (code) {
+			long long cv = json_integer_value(code);
+
+			say("handshake refused: %lld %s", cv, msg ? msg : "");
+			json_decref(j);
+			if (cv == 403) {
+				say("the key is not allowed for this role (not retrying)");
+				finish(c, EXIT_AUTH);
+			}
+			if (cv == 400)
+				finish(c, EXIT_USAGE);
+			return -1;
+		}
+	} else if (status && id) {
+		if (strcmp(status, "failed") == 0)
+			say("message %s failed: the gateway could neither deliver nor queue it", id);
+		pending_remove(c, id);
+	} else if (code && id) {
+		say("message %s refused: %lld %s", id, json_integer_value(code), msg ? msg : "");
+		pending_remove(c, id);
+	} else if (code) {
+		say("gateway error: %lld %s", json_integer_value(code), msg ? msg : "");
+	}
+	json_decref(j);
+	return 0;
+}
+
