@@ -84,12 +84,56 @@ static void test_push_front(void **state)
 	assert_int_equal(ring_count(&r), 0);
 }
 
+/* Slots grow by doubling past their first 16 while the ring wraps; order,
+ * ring_at and both ends survive every growth. */
+static void test_growth_and_both_ends(void **state)
+{
+	struct gw_ring r = { 0 };
+	struct gw_msg *m;
+	char id[16];
+	int err, i;
+
+	(void)state;
+	for (i = 0; i < 10; i++) {      /* wrap the first 16 slots */
+		snprintf(id, sizeof(id), "m%d", i);
+		assert_null(ring_push(&r, 100, msg(id), &err));
+	}
+	for (i = 0; i < 6; i++)
+		proto_msg_unref(ring_pop(&r));
+	for (i = 10; i < 60; i++) {     /* m6..m59: three growths */
+		snprintf(id, sizeof(id), "m%d", i);
+		assert_null(ring_push(&r, 100, msg(id), &err));
+		assert_int_equal(err, 0);
+	}
+	assert_int_equal(ring_count(&r), 54);
+	assert_true(r.size >= 54 && r.size <= 100);
+	for (i = 0; i < 54; i++) {
+		snprintf(id, sizeof(id), "m%d", i + 6);
+		assert_string_equal(ring_at(&r, (unsigned)i)->msg_id, id);
+	}
+	assert_null(ring_at(&r, 54));
+	m = ring_pop_back(&r);
+	assert_string_equal(m->msg_id, "m59");
+	proto_msg_unref(m);
+	m = ring_pop(&r);
+	assert_string_equal(m->msg_id, "m6");
+	proto_msg_unref(m);
+	assert_int_equal(ring_count(&r), 52);
+	/* a cap of 0 keeps nothing: the pushed message comes straight back */
+	m = msg("none");
+	assert_ptr_equal(ring_push(&r, 0, m, &err), m);
+	proto_msg_unref(m);
+	ring_clear(&r);
+	assert_null(ring_pop_back(&r));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_fifo_and_overwrite),
 		cmocka_unit_test(test_push_front),
+		cmocka_unit_test(test_growth_and_both_ends),
 	};
 
-	return cmocka_run_group_tests_name("queue", tests, NULL, NULL);
+	return cmocka_run_group_tests_name("ring", tests, NULL, NULL);
 }
