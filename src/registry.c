@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "dedup.h"
 #include "log.h"
 #include "metrics.h"
