@@ -12,6 +12,10 @@
  *   fewest digits, 15 to 17, that keep every value exact).
  * - Send-time fields (forwarded_at, dropped) are appended with memcpy by
  *   proto_msg_frame, so a delivery never touches the JSON library.
+ * - Every string is written by one function, out_str, into one kind of
+ *   buffer, struct out (the body's grows, a reply's is the caller's array):
+ *   the same escapes everywhere, and a fast-path text (still escaped as the
+ *   sender wrote it) comes out as its decoded value would.
  */
 #include "proto_int.h"
 
@@ -21,38 +25,243 @@
 
 #include "clock.h"
 
-/* Bounded writer for the small replies: remembers overflow instead of
- * checking every call site. */
+/* Where encoders write: the caller's array (grows = 0), or a malloc'd block
+ * that doubles as needed (grows = 1). What does not fit, or memory running
+ * out, sets full and nothing more is written: one check at the end instead
+ * of one per call. */
 struct out {
 	char *p;
-	size_t cap;
-	size_t len;
+	size_t len, cap;
+	int grows;
 	int full;
 };
 
 /* Appends a string literal. */
 #define OUT_LIT(o, lit) out_raw((o), (lit), sizeof(lit) - 1)
 
-/* Growing buffer that json_dump_callback appends to. */
-struct dump_buf {
-	char *p;
-	size_t len;
-	size_t cap;
-};
-
-static int real_precision(json_t *v);
-static int dump_reserve(struct dump_buf *d, size_t size);
-static int dump_append(const char *buf, size_t size, void *arg);
-static int dump_put(struct dump_buf *d, const char *s, size_t n);
-static char *put_escape(char *w, unsigned char c);
-static int dump_str(struct dump_buf *d, const char *s, size_t n);
-static char *put_utf8(char *w, unsigned cp);
-static int dump_json_text(struct dump_buf *d, const char *s, size_t n);
-static int dump_text(struct dump_buf *d, const struct text *t);
+static int out_reserve(struct out *o, size_t n);
 static void out_raw(struct out *o, const char *s, size_t n);
-static void out_str(struct out *o, const char *s);
+static int out_dump(const char *buf, size_t size, void *arg);
 static size_t out_end(struct out *o);
+static char *put_escape(char *w, unsigned char c);
+static char *put_utf8(char *w, unsigned cp);
+static const unsigned char *unescape(const unsigned char *u, unsigned *cp);
+static void out_str(struct out *o, const char *s, size_t n, int raw);
+static void out_cstr(struct out *o, const char *s);
+static void out_text(struct out *o, const struct text *t);
+static int real_precision(json_t *v);
 static size_t put_u64(char *p, uint64_t v);
+
+/* ---- the string writer --------------------------------------------------- */
+
+/* Room for n more bytes: 0, or -1 with o->full set. */
+static int out_reserve(struct out *o, size_t n)
+{
+	size_t cap = o->cap;
+	char *p;
+
+	if (o->full)
+		return -1;
+	if (n <= cap - o->len)
+		return 0;
+	if (!o->grows)
+		goto full;
+	while (n > cap - o->len) {
+		if (cap > SIZE_MAX / 2)
+			goto full;
+		cap *= 2;
+	}
+	p = realloc(o->p, cap);
+	if (p == NULL)
+		goto full;
+	o->p = p;
+	o->cap = cap;
+	return 0;
+full:
+	o->full = 1;
+	return -1;
+}
+
+static void out_raw(struct out *o, const char *s, size_t n)
+{
+	if (out_reserve(o, n) < 0)
+		return;
+	memcpy(o->p + o->len, s, n);
+	o->len += n;
+}
+
+/* out_raw for json_dump_callback. */
+static int out_dump(const char *buf, size_t size, void *arg)
+{
+	struct out *o = arg;
+
+	out_raw(o, buf, size);
+	return o->full ? -1 : 0;
+}
+
+/* NUL-terminates; returns the length, or 0 if anything did not fit. */
+static size_t out_end(struct out *o)
+{
+	out_raw(o, "", 1);   /* the NUL */
+	if (o->full) {
+		if (o->cap > 0)
+			o->p[0] = '\0';
+		return 0;
+	}
+	return o->len - 1;
+}
+
+/* Writes the escape of one character that needs one: '"', '\\' or a
+ * control character (\b \f \n \r \t by name, the others as \u00xx with
+ * lower-case hex). Returns the end (at most 6 bytes). */
+static char *put_escape(char *w, unsigned char c)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	*w++ = '\\';
+	switch (c) {
+	case '"':  *w++ = '"'; break;
+	case '\\': *w++ = '\\'; break;
+	case '\b': *w++ = 'b'; break;
+	case '\f': *w++ = 'f'; break;
+	case '\n': *w++ = 'n'; break;
+	case '\r': *w++ = 'r'; break;
+	case '\t': *w++ = 't'; break;
+	default:
+		*w++ = 'u';
+		*w++ = '0';
+		*w++ = '0';
+		*w++ = hex[c >> 4];
+		*w++ = hex[c & 0xF];
+		break;
+	}
+	return w;
+}
+
+/* Writes code point cp (not a surrogate, <= U+10FFFF) as UTF-8. */
+static char *put_utf8(char *w, unsigned cp)
+{
+	if (cp < 0x80) {
+		*w++ = (char)cp;
+	} else if (cp < 0x800) {
+		*w++ = (char)(0xC0 | (cp >> 6));
+		*w++ = (char)(0x80 | (cp & 0x3F));
+	} else if (cp < 0x10000) {
+		*w++ = (char)(0xE0 | (cp >> 12));
+		*w++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+		*w++ = (char)(0x80 | (cp & 0x3F));
+	} else {
+		*w++ = (char)(0xF0 | (cp >> 18));
+		*w++ = (char)(0x80 | ((cp >> 12) & 0x3F));
+		*w++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+		*w++ = (char)(0x80 | (cp & 0x3F));
+	}
+	return w;
+}
+
+/* u is at a '\\' in JSON string text that scan_string validated. Sets *cp
+ * to the character its escape stands for (a surrogate pair as one) and
+ * returns the byte after the escape. */
+static const unsigned char *unescape(const unsigned char *u, unsigned *cp)
+{
+	const char *s = (const char *)u + 2;
+	unsigned lo;
+
+	switch (u[1]) {
+	case 'u':
+		*cp = hex4(s);
+		s += 4;
+		if (*cp >= 0xD800 && *cp <= 0xDBFF) {   /* validated: a low one follows */
+			lo = hex4(s + 2);
+			s += 6;
+			*cp = 0x10000 + ((*cp - 0xD800) << 10) + (lo - 0xDC00);
+		}
+		break;
+	case 'b': *cp = '\b'; break;
+	case 'f': *cp = '\f'; break;
+	case 'n': *cp = '\n'; break;
+	case 'r': *cp = '\r'; break;
+	case 't': *cp = '\t'; break;
+	default:  *cp = u[1]; break;   /* " \ / */
+	}
+	return (const unsigned char *)s;
+}
+
+/*
+ * Appends the n bytes at s as a quoted JSON string; the one writer behind
+ * every encoder here. '"', '\\' and control characters are escaped
+ * (put_escape), everything else is copied, except that a byte which does
+ * not start a valid UTF-8 sequence becomes \ufffd, so the output is valid
+ * JSON in a valid text frame whatever s holds.
+ *
+ * raw: s is the text between the quotes of a JSON string, validated by
+ * scan_string (the fast path's spans). Each escape in it is resolved first
+ * and its character written as above, so the result is the same as for
+ * its decoded value; it is never longer than the input.
+ *
+ * NULL is written as null.
+ */
+static void out_str(struct out *o, const char *s, size_t n, int raw)
+{
+	const unsigned char *u, *end, *run;
+	char esc[6], *w;
+	unsigned cp;
+	size_t k;
+	uint64_t word;
+
+	if (s == NULL) {
+		OUT_LIT(o, "null");
+		return;
+	}
+	u = (const unsigned char *)s;
+	end = u + n;
+	OUT_LIT(o, "\"");
+	while (!o->full) {
+		/* The longest run that goes out as it is, in one copy. */
+		for (run = u; u < end; u += k) {
+			if (end - u >= 8) {
+				memcpy(&word, u, 8);
+				if (!word_special(word)) {
+					k = 8;   /* plain ASCII */
+					continue;
+				}
+			}
+			if (*u < 0x20 || *u == '"' || *u == '\\')
+				break;
+			if ((k = utf8_seq(u, (size_t)(end - u))) == 0)
+				break;
+		}
+		out_raw(o, (const char *)run, (size_t)(u - run));
+		if (u == end)
+			break;
+		if (raw && *u == '\\') {
+			u = unescape(u, &cp);
+		} else if (*u >= 0x80) {
+			OUT_LIT(o, "\\ufffd");   /* not valid UTF-8 */
+			u++;
+			continue;
+		} else {
+			cp = *u++;
+		}
+		if (cp < 0x20 || cp == '"' || cp == '\\')
+			w = put_escape(esc, (unsigned char)cp);
+		else
+			w = put_utf8(esc, cp);
+		out_raw(o, esc, (size_t)(w - esc));
+	}
+	OUT_LIT(o, "\"");
+}
+
+/* A C string, or null. */
+static void out_cstr(struct out *o, const char *s)
+{
+	out_str(o, s, s != NULL ? strlen(s) : 0, 0);
+}
+
+static void out_text(struct out *o, const struct text *t)
+{
+	out_str(o, t->p, t->n, t->raw);
+}
 
 /* ---- the message body ---------------------------------------------------- */
 
@@ -122,177 +331,6 @@ void proto_msg_id_echo(json_t *v, char *dst, size_t cap)
 		dst[0] = '\0';
 }
 
-/* Room for size more bytes; 0 or -1 (ENOMEM). */
-static int dump_reserve(struct dump_buf *d, size_t size)
-{
-	size_t cap = d->cap;
-	char *p;
-
-	if (size <= cap - d->len)
-		return 0;
-	while (size > cap - d->len) {
-		if (cap > SIZE_MAX / 2)
-			return -1;
-		cap *= 2;
-	}
-	p = realloc(d->p, cap);
-	if (p == NULL)
-		return -1;
-	d->p = p;
-	d->cap = cap;
-	return 0;
-}
-
-static int dump_append(const char *buf, size_t size, void *arg)
-{
-	struct dump_buf *d = arg;
-
-	if (dump_reserve(d, size) < 0)
-		return -1;
-	memcpy(d->p + d->len, buf, size);
-	d->len += size;
-	return 0;
-}
-
-/* Appends size bytes; 0 or -1 (ENOMEM). */
-static int dump_put(struct dump_buf *d, const char *s, size_t n)
-{
-	return dump_append(s, n, d);
-}
-
-#define DUMP_LIT(d, lit) dump_put((d), (lit), sizeof(lit) - 1)
-
-/* Appends the canonical escape of one byte that needs one: '"', '\\' or a
- * control byte - the way Jansson's compact output writes it. */
-static char *put_escape(char *w, unsigned char c)
-{
-	static const char hex[] = "0123456789abcdef";
-
-	*w++ = '\\';
-	switch (c) {
-	case '"':  *w++ = '"'; break;
-	case '\\': *w++ = '\\'; break;
-	case '\b': *w++ = 'b'; break;
-	case '\f': *w++ = 'f'; break;
-	case '\n': *w++ = 'n'; break;
-	case '\r': *w++ = 'r'; break;
-	case '\t': *w++ = 't'; break;
-	default:
-		*w++ = 'u';
-		*w++ = '0';
-		*w++ = '0';
-		*w++ = hex[c >> 4];
-		*w++ = hex[c & 0xF];
-		break;
-	}
-	return w;
-}
-
-/* Appends a JSON string literal of the n bytes at s (valid UTF-8 without
- * NUL, as decoded), escaped exactly as Jansson's compact output would be. */
-static int dump_str(struct dump_buf *d, const char *s, size_t n)
-{
-	size_t i, run = 0;
-	char *w;
-
-	/* reserve the worst case once, then write in place */
-	if (n > (SIZE_MAX - 2) / 6 || dump_reserve(d, 6 * n + 2) < 0)
-		return -1;
-	w = d->p + d->len;
-	*w++ = '"';
-	for (i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		if (c >= 0x20 && c != '"' && c != '\\') {
-			run++;
-			continue;
-		}
-		memcpy(w, s + i - run, run);
-		w += run;
-		run = 0;
-		w = put_escape(w, c);
-	}
-	memcpy(w, s + n - run, run);
-	w += run;
-	*w++ = '"';
-	d->len = (size_t)(w - d->p);
-	return 0;
-}
-
-
-/* Appends raw JSON string text (between the quotes, validated by
- * scan_string) in the same canonical form as dump_str of its decoded
- * value: each escape is resolved, then re-escaped only if it must be. The
- * result is never longer than the input. */
-static int dump_json_text(struct dump_buf *d, const char *s, size_t n)
-{
-	const char *end = s + n, *bs;
-	unsigned cp, lo;
-	char *w;
-
-	if (n > SIZE_MAX - 2 || dump_reserve(d, n + 2) < 0)
-		return -1;
-	w = d->p + d->len;
-	*w++ = '"';
-	while ((bs = memchr(s, '\\', (size_t)(end - s))) != NULL) {
-		memcpy(w, s, (size_t)(bs - s));
-		w += bs - s;
-		s = bs + 2;
-		switch (bs[1]) {
-		case 'u':
-			cp = hex4(s);
-			s += 4;
-			if (cp >= 0xD800 && cp <= 0xDBFF) {   /* validated: a low one follows */
-				lo = hex4(s + 2);
-				s += 6;
-				cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-			}
-			break;
-		case 'b': cp = '\b'; break;
-		case 'f': cp = '\f'; break;
-		case 'n': cp = '\n'; break;
-		case 'r': cp = '\r'; break;
-		case 't': cp = '\t'; break;
-		default:  cp = (unsigned char)bs[1]; break;   /* " \ / */
-		}
-		if (cp < 0x20 || cp == '"' || cp == '\\')
-			w = put_escape(w, (unsigned char)cp);
-		else
-			w = put_utf8(w, cp);
-	}
-	memcpy(w, s, (size_t)(end - s));
-	w += end - s;
-	*w++ = '"';
-	d->len = (size_t)(w - d->p);
-	return 0;
-}
-
-static int dump_text(struct dump_buf *d, const struct text *t)
-{
-	return t->raw ? dump_json_text(d, t->p, t->n) : dump_str(d, t->p, t->n);
-}
-
-/* Writes code point cp (not a surrogate, <= U+10FFFF) as UTF-8. */
-static char *put_utf8(char *w, unsigned cp)
-{
-	if (cp < 0x80) {
-		*w++ = (char)cp;
-	} else if (cp < 0x800) {
-		*w++ = (char)(0xC0 | (cp >> 6));
-		*w++ = (char)(0x80 | (cp & 0x3F));
-	} else if (cp < 0x10000) {
-		*w++ = (char)(0xE0 | (cp >> 12));
-		*w++ = (char)(0x80 | ((cp >> 6) & 0x3F));
-		*w++ = (char)(0x80 | (cp & 0x3F));
-	} else {
-		*w++ = (char)(0xF0 | (cp >> 18));
-		*w++ = (char)(0x80 | ((cp >> 12) & 0x3F));
-		*w++ = (char)(0x80 | ((cp >> 6) & 0x3F));
-		*w++ = (char)(0x80 | (cp & 0x3F));
-	}
-	return w;
-}
-
 /* One allocation laid out as
  *   struct gw_msg | msg_id NUL | channel_id NUL | sender NUL | body NUL
  * The outbound object is written directly behind the header, field by
@@ -305,64 +343,64 @@ struct gw_msg *proto_msg_build(const struct msg_in *in, const struct gw_handshak
 	size_t ch_len = in->channel_id.n;
 	size_t snd_len = strlen(in->sender);
 	size_t head = sizeof(struct gw_msg) + id_len + 1 + ch_len + 1 + snd_len + 1;
-	struct dump_buf d;
+	struct out o = { NULL, head, head + hint, 1, 0 };
 	struct gw_msg *m;
 	char received[25], *p;
-	int rc = 0;
 
-	d.len = head;
-	d.cap = head + hint;
-	d.p = malloc(d.cap);
-	if (d.p == NULL)
+	o.p = malloc(o.cap);
+	if (o.p == NULL)
 		return NULL;
 	clock_format_rfc3339(now_ms, received);
-	rc |= hs->role == GW_ROLE_MOD ? DUMP_LIT(&d, "{\"type\":\"mod\",\"channel_id\":")
-	                              : DUMP_LIT(&d, "{\"type\":\"bot\",\"channel_id\":");
-	rc |= dump_text(&d, &in->channel_id);
-	rc |= DUMP_LIT(&d, ",\"msg_id\":");
-	rc |= dump_text(&d, &in->msg_id);
+	if (hs->role == GW_ROLE_MOD)
+		OUT_LIT(&o, "{\"type\":\"mod\",\"channel_id\":");
+	else
+		OUT_LIT(&o, "{\"type\":\"bot\",\"channel_id\":");
+	out_text(&o, &in->channel_id);
+	OUT_LIT(&o, ",\"msg_id\":");
+	out_text(&o, &in->msg_id);
 	if (hs->role == GW_ROLE_MOD) {
-		rc |= DUMP_LIT(&d, ",\"server_id\":");
-		rc |= dump_str(&d, hs->server_id, strlen(hs->server_id));
+		OUT_LIT(&o, ",\"server_id\":");
+		out_cstr(&o, hs->server_id);
 	}
-	rc |= DUMP_LIT(&d, ",\"author\":{\"id\":");
-	rc |= dump_text(&d, &in->author_id);
+	OUT_LIT(&o, ",\"author\":{\"id\":");
+	out_text(&o, &in->author_id);
 	if (in->author_name.p != NULL) {
-		rc |= DUMP_LIT(&d, ",\"name\":");
-		rc |= dump_text(&d, &in->author_name);
+		OUT_LIT(&o, ",\"name\":");
+		out_text(&o, &in->author_name);
 	}
-	rc |= DUMP_LIT(&d, "},\"content\":");
-	rc |= dump_text(&d, &in->content);
+	OUT_LIT(&o, "},\"content\":");
+	out_text(&o, &in->content);
 	if (in->meta != NULL) {
-		rc |= DUMP_LIT(&d, ",\"meta\":");
-		rc |= json_dump_callback(in->meta, dump_append, &d,
-		                         JSON_COMPACT | JSON_REAL_PRECISION(real_precision(in->meta)));
+		OUT_LIT(&o, ",\"meta\":");
+		if (json_dump_callback(in->meta, out_dump, &o, JSON_COMPACT |
+		                       JSON_REAL_PRECISION(real_precision(in->meta))) != 0)
+			o.full = 1;
 	}
-	rc |= DUMP_LIT(&d, ",\"ts\":");
+	OUT_LIT(&o, ",\"ts\":");
 	if (in->ts.p != NULL) {
-		rc |= dump_text(&d, &in->ts);
+		out_text(&o, &in->ts);
 	} else {
-		rc |= DUMP_LIT(&d, "\"");
-		rc |= dump_put(&d, received, 24);
-		rc |= DUMP_LIT(&d, "\"");
+		OUT_LIT(&o, "\"");
+		out_raw(&o, received, 24);
+		OUT_LIT(&o, "\"");
 	}
-	rc |= DUMP_LIT(&d, ",\"received_at\":\"");
-	rc |= dump_put(&d, received, 24);
-	rc |= DUMP_LIT(&d, "\"");
-	rc |= dump_put(&d, "", 1);   /* the NUL that ends body */
-	if (rc != 0) {
-		free(d.p);
+	OUT_LIT(&o, ",\"received_at\":\"");
+	out_raw(&o, received, 24);
+	OUT_LIT(&o, "\"");
+	out_raw(&o, "", 1);   /* the NUL that ends body */
+	if (o.full) {
+		free(o.p);
 		return NULL;
 	}
-	if (d.cap > d.len && (p = realloc(d.p, d.len)) != NULL)
-		d.p = p;   /* give back the slack; keep the block if that fails */
+	if (o.cap > o.len && (p = realloc(o.p, o.len)) != NULL)
+		o.p = p;   /* give back the slack; keep the block if that fails */
 
-	m = (struct gw_msg *)d.p;
+	m = (struct gw_msg *)o.p;
 	memset(m, 0, sizeof(*m));
 	m->refs = 1;
 	m->from = hs->role;
 	m->received_ms = now_ms;
-	p = d.p + sizeof(*m);
+	p = o.p + sizeof(*m);
 	m->msg_id = p;
 	memcpy(p, in->msg_id.p, id_len);
 	p[id_len] = '\0';
@@ -373,8 +411,8 @@ struct gw_msg *proto_msg_build(const struct msg_in *in, const struct gw_handshak
 	p += ch_len + 1;
 	m->sender = p;
 	memcpy(p, in->sender, snd_len + 1);
-	m->body = d.p + head;
-	m->body_len = d.len - head - 1;
+	m->body = o.p + head;
+	m->body_len = o.len - head - 1;
 	return m;
 }
 
@@ -491,111 +529,34 @@ size_t proto_msg_frame(const struct gw_msg *m, int64_t now_ms, uint64_t dropped,
 	return total;
 }
 
-static void out_raw(struct out *o, const char *s, size_t n)
-{
-	if (o->full || n > o->cap - o->len) {
-		o->full = 1;
-		return;
-	}
-	memcpy(o->p + o->len, s, n);
-	o->len += n;
-}
-
-/* Appends s as a quoted JSON string. Escapes '"', '\\' and control bytes;
- * bytes that are not valid UTF-8 become U+FFFD so the reply is always
- * valid JSON in a valid text frame. NULL is written as null. */
-static void out_str(struct out *o, const char *s)
-{
-	static const char hex[] = "0123456789abcdef";
-	const unsigned char *u = (const unsigned char *)s;
-	size_t n, k, run;
-	char esc[6];
-
-	if (s == NULL) {
-		OUT_LIT(o, "null");
-		return;
-	}
-	n = strlen(s);
-	OUT_LIT(o, "\"");
-	while (n > 0 && !o->full) {
-		/* Copy the longest run that needs no escaping in one go. */
-		for (run = 0; run < n; run += k) {
-			if (u[run] < 0x20 || u[run] == '"' || u[run] == '\\')
-				break;
-			k = utf8_seq(u + run, n - run);
-			if (k == 0)
-				break;
-		}
-		out_raw(o, (const char *)u, run);
-		u += run;
-		n -= run;
-		if (n == 0)
-			break;
-		switch (u[0]) {
-		case '"':  OUT_LIT(o, "\\\""); break;
-		case '\\': OUT_LIT(o, "\\\\"); break;
-		case '\n': OUT_LIT(o, "\\n"); break;
-		case '\r': OUT_LIT(o, "\\r"); break;
-		case '\t': OUT_LIT(o, "\\t"); break;
-		case '\b': OUT_LIT(o, "\\b"); break;
-		case '\f': OUT_LIT(o, "\\f"); break;
-		default:
-			if (u[0] < 0x20) {
-				memcpy(esc, "\\u00", 4);
-				esc[4] = hex[u[0] >> 4];
-				esc[5] = hex[u[0] & 0xF];
-				out_raw(o, esc, 6);
-			} else {
-				OUT_LIT(o, "\\ufffd");   /* invalid UTF-8 byte */
-			}
-			break;
-		}
-		u++;
-		n--;
-	}
-	OUT_LIT(o, "\"");
-}
-
-/* NUL-terminates; returns the length, or 0 if anything did not fit. */
-static size_t out_end(struct out *o)
-{
-	out_raw(o, "", 1);   /* the NUL */
-	if (o->full) {
-		if (o->cap > 0)
-			o->p[0] = '\0';
-		return 0;
-	}
-	return o->len - 1;
-}
-
 size_t proto_json_string(const char *s, char *buf, size_t cap)
 {
-	struct out o = { buf, buf != NULL ? cap : 0, 0, 0 };
+	struct out o = { buf, 0, buf != NULL ? cap : 0, 0, 0 };
 
-	out_str(&o, s);
+	out_cstr(&o, s);
 	return out_end(&o);
 }
 
 size_t proto_event(const char *event, const char *channel_id, const char *server_id,
                    const char *bot_id, int64_t now_ms, char *buf, size_t cap)
 {
-	struct out o = { buf, buf != NULL ? cap : 0, 0, 0 };
+	struct out o = { buf, 0, buf != NULL ? cap : 0, 0, 0 };
 	char ts[25];
 
 	clock_format_rfc3339(now_ms, ts);
 	OUT_LIT(&o, "{\"type\":\"event\",\"event\":");
-	out_str(&o, event);
+	out_cstr(&o, event);
 	if (channel_id != NULL) {
 		OUT_LIT(&o, ",\"channel_id\":");
-		out_str(&o, channel_id);
+		out_cstr(&o, channel_id);
 	}
 	if (server_id != NULL) {
 		OUT_LIT(&o, ",\"server_id\":");
-		out_str(&o, server_id);
+		out_cstr(&o, server_id);
 	}
 	if (bot_id != NULL) {
 		OUT_LIT(&o, ",\"bot_id\":");
-		out_str(&o, bot_id);
+		out_cstr(&o, bot_id);
 	}
 	OUT_LIT(&o, ",\"ts\":\"");
 	out_raw(&o, ts, 24);
@@ -605,7 +566,7 @@ size_t proto_event(const char *event, const char *channel_id, const char *server
 
 size_t proto_connected(enum gw_role role, char *buf, size_t cap)
 {
-	struct out o = { buf, buf != NULL ? cap : 0, 0, 0 };
+	struct out o = { buf, 0, buf != NULL ? cap : 0, 0, 0 };
 
 	OUT_LIT(&o, "{\"status\":\"connected\",\"type\":\"");
 	out_raw(&o, proto_role_name(role), 3);
@@ -616,16 +577,16 @@ size_t proto_connected(enum gw_role role, char *buf, size_t cap)
 size_t proto_ack(const char *status, enum gw_role role, const char *msg_id,
                  int duplicate, char *buf, size_t cap)
 {
-	struct out o = { buf, buf != NULL ? cap : 0, 0, 0 };
+	struct out o = { buf, 0, buf != NULL ? cap : 0, 0, 0 };
 
 	OUT_LIT(&o, "{\"status\":");
-	out_str(&o, status);
+	out_cstr(&o, status);
 	OUT_LIT(&o, ",\"type\":\"");
 	out_raw(&o, proto_role_name(role), 3);
 	OUT_LIT(&o, "\"");
 	if (msg_id != NULL) {
 		OUT_LIT(&o, ",\"msg_id\":");
-		out_str(&o, msg_id);
+		out_cstr(&o, msg_id);
 	}
 	if (duplicate)
 		OUT_LIT(&o, ",\"duplicate\":true");
@@ -636,12 +597,12 @@ size_t proto_ack(const char *status, enum gw_role role, const char *msg_id,
 size_t proto_error(const char *message, int code, const char *msg_id_json,
                    char *buf, size_t cap)
 {
-	struct out o = { buf, buf != NULL ? cap : 0, 0, 0 };
+	struct out o = { buf, 0, buf != NULL ? cap : 0, 0, 0 };
 	char num[24];
 	int n;
 
 	OUT_LIT(&o, "{\"message\":");
-	out_str(&o, message);
+	out_cstr(&o, message);
 	n = snprintf(num, sizeof(num), ",\"code\":%d", code);
 	out_raw(&o, num, (size_t)n);
 	if (msg_id_json != NULL) {

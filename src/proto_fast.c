@@ -24,7 +24,6 @@
 #include "clock.h"
 
 static const char *skip_ws(const char *p, const char *end);
-static uint64_t word_special(uint64_t w);
 static const char *scan_string(const char *p, const char *end, struct text *t);
 static const char *skip_nested(const char *p, const char *end, size_t max_depth);
 static int text_is(const struct text *t, const char *s);
@@ -39,18 +38,6 @@ static const char *skip_ws(const char *p, const char *end)
 	while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
 		p++;
 	return p;
-}
-
-/* Nonzero if one of the 8 bytes in w is a '"', a '\\', a control byte or
- * not ASCII: the bytes a string scan must look at one by one. (A byte
- * v - 1 borrows from, with its top bit clear, was zero; a borrow can only
- * make a false hit above a true one.) */
-static uint64_t word_special(uint64_t w)
-{
-	const uint64_t ones = 0x0101010101010101ULL, tops = 0x8080808080808080ULL;
-	uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
-
-	return (((q - ones) & ~q) | ((b - ones) & ~b) | ((w - ones * 0x20) & ~w) | w) & tops;
 }
 
 /* p is at a '"'. Validates one JSON string as Jansson's lexer does: no raw

@@ -68,8 +68,20 @@ void proto_msg_id_echo(json_t *v, char *dst, size_t cap);
 
 /* ---- JSON text, as Jansson's lexer reads it ------------------------------ */
 
-/* Inline: the fast path's scanner and the string writer run them per
- * character. */
+/* Inline: the fast path's scanner and the string writer (proto_encode.c)
+ * run them per character. */
+
+/* Nonzero if one of the 8 bytes in w is a '"', a '\\', a control byte or
+ * not ASCII: the bytes a string scan must look at one by one. (A byte
+ * v - 1 borrows from, with its top bit clear, was zero; a borrow can only
+ * make a false hit above a true one.) */
+static inline uint64_t word_special(uint64_t w)
+{
+	const uint64_t ones = 0x0101010101010101ULL, tops = 0x8080808080808080ULL;
+	uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+
+	return (((q - ones) & ~q) | ((b - ones) & ~b) | ((w - ones * 0x20) & ~w) | w) & tops;
+}
 
 /* Length of the valid UTF-8 sequence at s (at most n bytes available), or 0
  * if it is invalid: bad lead or continuation byte, overlong form, surrogate,
