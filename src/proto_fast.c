@@ -245,7 +245,7 @@ static const char *fast_object(const char *p, const char *end, int parent,
 	}
 }
 
-/* The fast path: a new message, or NULL to let Jansson decide (see above).
+/* The fast path: a new message, or NULL to let Jansson decide (see the top).
  * hs is usable. */
 static struct gw_msg *fast_decode(const char *data, size_t len,
                                   const struct gw_handshake *hs, int64_t now_ms)
@@ -307,7 +307,8 @@ enum gw_reject proto_decode_message(const char *data, size_t len,
 	/* The fast path first, outside the arena's frame: a reader thread
 	 * keeps every stack page it touched, and the fast path needs few. */
 	proto_msg_id_echo(NULL, msg_id_json, idlen);
-	if (data != NULL && proto_hs_usable(hs) && (*out = fast_decode(data, len, hs, now_ms)) != NULL)
+	if (data != NULL && proto_hs_usable(hs) &&
+	    (*out = fast_decode(data, len, hs, now_ms)) != NULL)
 		return GW_OK;
 	return proto_decode_message_ref(data, len, hs, now_ms, out, msg_id_json, idlen);
 }

@@ -52,7 +52,7 @@ struct gw_msg {
 	/* msg_id, channel_id and sender point into this same allocation */
 };
 
-/* Makes Jansson allocate from a per-decode arena (faster; see protocol.c).
+/* Makes Jansson allocate from a per-decode arena (faster; see proto_arena.c).
  * Optional; call once before threads start. */
 void proto_init(void);
 
