@@ -40,7 +40,7 @@ struct out {
 #define OUT_LIT(o, lit) out_raw((o), (lit), sizeof(lit) - 1)
 
 static int out_reserve(struct out *o, size_t n);
-static void out_raw(struct out *o, const char *s, size_t n);
+static inline void out_raw(struct out *o, const char *s, size_t n);
 static int out_dump(const char *buf, size_t size, void *arg);
 static size_t out_end(struct out *o);
 static char *put_escape(char *w, unsigned char c);
@@ -82,9 +82,9 @@ full:
 	return -1;
 }
 
-static void out_raw(struct out *o, const char *s, size_t n)
+static inline void out_raw(struct out *o, const char *s, size_t n)
 {
-	if (out_reserve(o, n) < 0)
+	if ((o->full || n > o->cap - o->len) && out_reserve(o, n) < 0)
 		return;
 	memcpy(o->p + o->len, s, n);
 	o->len += n;
@@ -217,8 +217,15 @@ static void out_str(struct out *o, const char *s, size_t n, int raw)
 	end = u + n;
 	OUT_LIT(o, "\"");
 	while (!o->full) {
-		/* The longest run that goes out as it is, in one copy. */
-		for (run = u; u < end; u += k) {
+		/* The longest run that goes out as it is, in one copy. Validated
+		 * text holds nothing else to change but its escapes. */
+		run = u;
+		if (raw) {
+			u = memchr(run, '\\', (size_t)(end - run));
+			if (u == NULL)
+				u = end;
+		}
+		for (; u < end; u += k) {
 			if (end - u >= 8) {
 				memcpy(&word, u, 8);
 				if (!word_special(word)) {
