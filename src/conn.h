@@ -132,10 +132,6 @@ static inline const char *conn_why(struct gw_conn *c)
 	return why ? why : "connection lost";
 }
 
-/* Monotonic and wall clocks in ms. */
-int64_t gw_now_mono(void);
-int64_t gw_now_real(void);
-
 /* New conn with one reference (the caller's), state NEW. NULL on ENOMEM. */
 struct gw_conn *conn_new(void);
 void conn_ref(struct gw_conn *c);

@@ -64,7 +64,7 @@ struct gw_msg {
 	/* msg_id, channel_id and sender point into this same allocation */
 };
 
-/* Makes Jansson allocate from a per-decode arena (faster; see protocol.c).
+/* Makes Jansson allocate from a per-decode arena (faster; see proto_arena.c).
  * Optional; call once before threads start. */
 void proto_init(void);
 
@@ -139,12 +139,8 @@ size_t proto_event(const char *event, const char *channel_id, const char *server
 /* "mod" / "bot" */
 const char *proto_role_name(enum gw_role role);
 
-/* RFC 3339 UTC with milliseconds: 2025-12-08T10:31:00.123Z (24 chars + NUL).
- * buf must hold 25 bytes. */
-void proto_format_time(int64_t unix_ms, char *buf);
-
-/* 1 if s is a valid RFC 3339 date-time (e.g. 2025-12-08T10:30:00Z,
- * 2025-12-08T10:30:00.5+01:00), else 0. */
-int proto_valid_rfc3339(const char *s);
+/* Timestamps (received_at, forwarded_at, ts, an event's ts) are written
+ * and a sender's ts is checked by clock.h: clock_format_rfc3339,
+ * clock_valid_rfc3339. */
 
 #endif

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "channel.h"
+#include "clock.h"
 #include "dedup.h"
 #include "log.h"
 #include "metrics.h"

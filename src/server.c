@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "civetweb.h"
+#include "clock.h"
 #include "log.h"
 #include "metrics.h"
 #include "protocol.h"

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "civetweb.h"
+#include "clock.h"
 #include "defer.h"
 #include "log.h"
 #include "metrics.h"

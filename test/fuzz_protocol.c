@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "protocol.h"
 
 #define FUZZ_NOW_MS 1765189860123LL
@@ -95,9 +96,9 @@ static void fuzz_accepted(const char *text, size_t size, struct gw_msg *m,
 	check(strcmp(member(out, "msg_id"), m->msg_id) == 0);
 	check(strcmp(member(out, "channel_id"), m->channel_id) == 0);
 	check(strcmp(member(out, "type"), proto_role_name(hs->role)) == 0);
-	check(proto_valid_rfc3339(member(out, "ts")));
-	check(proto_valid_rfc3339(member(out, "received_at")));
-	check(proto_valid_rfc3339(member(out, "forwarded_at")));
+	check(clock_valid_rfc3339(member(out, "ts")));
+	check(clock_valid_rfc3339(member(out, "received_at")));
+	check(clock_valid_rfc3339(member(out, "forwarded_at")));
 	check(json_integer_value(json_object_get(out, "dropped")) == (json_int_t)size ||
 	      (size == 0 && json_object_get(out, "dropped") == NULL));
 	if (hs->role == GW_ROLE_MOD)
@@ -177,7 +178,7 @@ static void fuzz_encoders(const uint8_t *data, size_t size)
 	if (n > 0)
 		memcpy(id, data, n);
 	id[n] = '\0';
-	(void)proto_valid_rfc3339(id);
+	(void)clock_valid_rfc3339(id);
 	len = proto_ack("queued", GW_ROLE_BOT, id, 0, reply, sizeof(reply));
 	check(len > 0);
 	o = check_json(reply, len, 0);
