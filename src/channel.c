@@ -1,10 +1,19 @@
 /*
  * channel.c - the channel table (a chained hash table that doubles as it
- * fills) and the queues of each channel (see channel.h). Every counter of
- * queued messages and bytes is kept here, where messages enter and leave.
+ * fills) and each channel's streams (see channel.h). Every counter of
+ * queued and kept messages is kept here, where messages enter and leave.
+ *
+ * The histories of all streams are also linked, oldest first, through
+ * gw_msg's hist_prev/hist_next, so that history_bytes_max lets the oldest
+ * kept message of the whole gateway go first. Rows of messages let go
+ * (overwritten in a queue, out of a history) are deleted with the next
+ * store write, in its transaction: one commit per accepted message.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 #include "channel.h"
 #include "log.h"
@@ -15,11 +24,14 @@ static struct {
 	struct gw_channel **buckets;
 	size_t nbuckets, nchannels;
 	uint64_t msgs, bytes;        /* queued, over all channels */
+	uint64_t kept, kept_bytes;   /* in histories */
 	uint64_t dropped;            /* overwritten since start */
+	struct gw_msg *oldest, *newest;   /* every history, linked */
+	struct gw_msg **gone;        /* let go: their rows go at the next write */
+	size_t ngone, gone_cap;
+	char epoch[GW_EPOCH_MAX + 1];
+	void (*seen)(const struct gw_msg *, enum gw_status);
 } tab;
-
-static int restore_one(struct gw_msg *m, enum gw_dir dir, void *ud);
-
 
 static uint64_t hash_str(const char *s)
 {
@@ -35,17 +47,71 @@ static size_t msg_cost(const struct gw_msg *m)
 	return sizeof(*m) + m->body_len + 64;
 }
 
+/* m left its stream without being delivered or kept: its row goes with the
+ * next write (if it has one). Takes over the caller's reference. */
+static void let_go(struct gw_msg *m)
+{
+	if (store_enabled() && m->seq > 0) {
+		if (tab.ngone == tab.gone_cap) {
+			size_t cap = tab.gone_cap ? 2 * tab.gone_cap : 64;
+			struct gw_msg **v = realloc(tab.gone, cap * sizeof(*v));
+
+			if (!v) {
+				/* no room to remember it: delete it now */
+				store_write(NULL, GW_ROW_QUEUED, &m, 1, GW_ROW_GONE);
+				proto_msg_unref(m);
+				return;
+			}
+			tab.gone = v;
+			tab.gone_cap = cap;
+		}
+		tab.gone[tab.ngone++] = m;
+		return;
+	}
+	proto_msg_unref(m);
+}
+
+static void gone_clear(void)
+{
+	for (size_t i = 0; i < tab.ngone; i++)
+		proto_msg_unref(tab.gone[i]);
+	tab.ngone = 0;
+}
+
+/* Unlinks m from the list of every history. */
+static void hist_unlink(struct gw_msg *m)
+{
+	if (m->hist_prev)
+		m->hist_prev->hist_next = m->hist_next;
+	else
+		tab.oldest = m->hist_next;
+	if (m->hist_next)
+		m->hist_next->hist_prev = m->hist_prev;
+	else
+		tab.newest = m->hist_prev;
+	m->hist_prev = m->hist_next = NULL;
+	tab.kept--;
+	tab.kept_bytes -= msg_cost(m);
+}
+
+static struct gw_stream *stream_of(struct gw_channel *ch, const struct gw_msg *m)
+{
+	return &ch->stream[proto_dir_of(m->from)];
+}
+
 static void channel_free(struct gw_channel *ch)
 {
 	for (int d = 0; d < 2; d++) {
 		struct gw_msg *m;
 
-		while ((m = ring_pop(&ch->ring[d])) != NULL) {
-			tab.msgs--;
-			tab.bytes -= msg_cost(m);
+		while ((m = channel_pop(ch, (enum gw_dir)d)) != NULL)
+			proto_msg_unref(m);
+		while ((m = ring_pop(&ch->stream[d].hist)) != NULL) {
+			hist_unlink(m);
 			proto_msg_unref(m);
 		}
-		ring_clear(&ch->ring[d]);
+		ring_clear(&ch->stream[d].queue);
+		ring_clear(&ch->stream[d].hist);
 	}
 	free(ch);
 }
@@ -99,8 +165,11 @@ void channel_gc(struct gw_channel *ch)
 {
 	struct gw_channel **pp;
 
-	if (ch->nmods || ring_count(&ch->ring[GW_TO_BOT]) || ring_count(&ch->ring[GW_TO_MOD]) ||
-	    ch->dropped[GW_TO_BOT] || ch->dropped[GW_TO_MOD])
+	for (int d = 0; d < 2; d++)
+		if (ch->stream[d].seq || ring_count(&ch->stream[d].queue) ||
+		    ring_count(&ch->stream[d].hist) || ch->stream[d].dropped)
+			return;
+	if (ch->nmods)
 		return;
 	for (pp = &tab.buckets[hash_str(ch->id) & (tab.nbuckets - 1)]; *pp; pp = &(*pp)->hnext) {
 		if (*pp == ch) {
@@ -112,93 +181,206 @@ void channel_gc(struct gw_channel *ch)
 	}
 }
 
-void channel_unstore(struct gw_msg *m)
+int channel_room(const struct gw_msg *m)
 {
-	if (__atomic_exchange_n(&m->stored, 0, __ATOMIC_ACQ_REL))
-		store_del(&m->seq, 1);
+	return tab.bytes + msg_cost(m) <= tab.cfg->queue_bytes_max;
 }
 
-/* Under the registry lock on purpose, store writes included (channel.h). */
-enum gw_status channel_enqueue(struct gw_channel *ch, enum gw_dir dir, struct gw_msg *m,
-                               int front)
+int channel_accept(struct gw_channel *ch, struct gw_msg *m, enum gw_row state)
 {
+	struct gw_stream *st = stream_of(ch, m);
+
+	m->seq = st->seq + 1;
+	if (store_enabled()) {
+		if (store_write(m, state, tab.gone, tab.ngone, GW_ROW_GONE) < 0) {
+			m->seq = 0;
+			return -1;
+		}
+		gone_clear();
+		__atomic_store_n(&m->stored, state == GW_ROW_QUEUED, __ATOMIC_RELEASE);
+	}
+	st->seq++;
+	return 0;
+}
+
+/* Lets the oldest kept message of the gateway go. Each stream's history
+ * and the list of all are appended to together and lose their newest
+ * together (channel_unkeep), so the oldest of all is the oldest of its
+ * own stream. */
+static void hist_evict_oldest(void)
+{
+	struct gw_msg *m = tab.oldest;
+	struct gw_channel *ch = channel_get(m->channel_id, 0);
+
+	if (ch && ring_at(&stream_of(ch, m)->hist, 0) == m)
+		ring_pop(&stream_of(ch, m)->hist);
+	hist_unlink(m);
+	let_go(m);
+}
+
+void channel_keep(struct gw_channel *ch, struct gw_msg *m)
+{
+	struct gw_stream *st = stream_of(ch, m);
+	struct gw_msg *newest = ring_count(&st->hist) ? ring_at(&st->hist, ring_count(&st->hist) - 1)
+	                                              : NULL;
 	struct gw_msg *old;
 	int err;
 
-	if (!front && tab.bytes + msg_cost(m) > tab.cfg->queue_bytes_max) {
-		proto_msg_unref(m);
-		return GW_STATUS_FAILED;
+	if (newest && newest->seq >= m->seq) {
+		proto_msg_unref(m);   /* kept already: a message put back, handed again */
+		return;
 	}
-	if (store_enabled() && !__atomic_load_n(&m->stored, __ATOMIC_ACQUIRE)) {
-		if (store_put(m, dir) == 0) {
-			__atomic_store_n(&m->stored, 1, __ATOMIC_RELEASE);
-		} else if (!front) {
-			proto_msg_unref(m);
-			return GW_STATUS_FAILED;
-		}
+	old = ring_push(&st->hist, tab.cfg->history, m, &err);
+	if (err || old == m) {
+		let_go(m);   /* not kept (no history, or no memory): a resume says missed */
+		return;
 	}
-	old = front ? ring_push_front(&ch->ring[dir], tab.cfg->queue_max, m, &err)
-	            : ring_push(&ch->ring[dir], tab.cfg->queue_max, m, &err);
+	m->hist_prev = tab.newest;
+	m->hist_next = NULL;
+	if (tab.newest)
+		tab.newest->hist_next = m;
+	else
+		tab.oldest = m;
+	tab.newest = m;
+	tab.kept++;
+	tab.kept_bytes += msg_cost(m);
+	if (old) {
+		hist_unlink(old);
+		let_go(old);
+	}
+	while (tab.kept_bytes > tab.cfg->history_bytes_max && tab.oldest && tab.oldest != m)
+		hist_evict_oldest();
+}
+
+int channel_unkeep(struct gw_channel *ch, struct gw_msg *m)
+{
+	struct gw_stream *st = stream_of(ch, m);
+	unsigned n = ring_count(&st->hist);
+
+	if (n == 0 || ring_at(&st->hist, n - 1) != m)
+		return 0;
+	ring_pop_back(&st->hist);
+	hist_unlink(m);
+	proto_msg_unref(m);   /* the history's reference */
+	return 1;
+}
+
+void channel_enqueue(struct gw_channel *ch, struct gw_msg *m, int front)
+{
+	struct gw_stream *st = stream_of(ch, m);
+	enum gw_dir dir = proto_dir_of(m->from);
+	struct gw_msg *old;
+	int err;
+
+	if (front && store_enabled() && !__atomic_exchange_n(&m->stored, 1, __ATOMIC_ACQ_REL))
+		store_write(NULL, GW_ROW_QUEUED, &m, 1, GW_ROW_QUEUED);
+	old = front ? ring_push_front(&st->queue, tab.cfg->queue_max, m, &err)
+	            : ring_push(&st->queue, tab.cfg->queue_max, m, &err);
 	if (err) {
-		channel_unstore(m);
-		proto_msg_unref(m);
-		return GW_STATUS_FAILED;
-	}
-	if (old != m) {
+		old = m;   /* no memory: lost like an overwritten one, and counted */
+	} else if (old != m) {
 		tab.msgs++;
 		tab.bytes += msg_cost(m);
 	}
-	if (old) {
-		if (old != m) {
-			tab.msgs--;
-			tab.bytes -= msg_cost(old);
-		}
-		if (ch->dropped[dir]++ == 0)
-			log_event(GW_LOG_WARN, "queue full, oldest message dropped",
-			          "channel", ch->id, "direction", dir == GW_TO_BOT ? "to_bot" : "to_mod", NULL);
-		tab.dropped++;
-		channel_unstore(old);
-		proto_msg_unref(old);
+	if (!old)
+		return;
+	if (old != m) {
+		tab.msgs--;
+		tab.bytes -= msg_cost(old);
 	}
-	return GW_STATUS_QUEUED;
+	if (st->dropped++ == 0)
+		log_event(GW_LOG_WARN, "queue full, oldest message dropped", "channel", ch->id,
+		          "direction", dir == GW_TO_BOT ? "to_bot" : "to_mod", NULL);
+	tab.dropped++;
+	let_go(old);
 }
 
-/* store_load callback: rebuilds the rings in acceptance order. */
-static int restore_one(struct gw_msg *m, enum gw_dir dir, void *ud)
+struct gw_msg *channel_pop(struct gw_channel *ch, enum gw_dir dir)
 {
-	struct gw_channel *ch = channel_get(m->channel_id, 1);
-	struct gw_msg *old;
-	int err;
+	struct gw_msg *m = ring_pop(&ch->stream[dir].queue);
+
+	if (m) {
+		tab.msgs--;
+		tab.bytes -= msg_cost(m);
+	}
+	return m;
+}
+
+/* store_load callbacks: the counters, then the rows in write order. */
+static int restore_stream(const char *channel, enum gw_dir dir, uint64_t seq, void *ud)
+{
+	struct gw_channel *ch = channel_get(channel, 1);
 
 	(void)ud;
-	__atomic_store_n(&m->stored, 1, __ATOMIC_RELEASE);
-	if (!ch || !(old = ring_push(&ch->ring[dir], tab.cfg->queue_max, m, &err), !err)) {
-		log_event(GW_LOG_ERROR, "cannot restore a queued message", "channel", m->channel_id, NULL);
+	if (!ch)
+		return -1;
+	if (seq > ch->stream[dir].seq)
+		ch->stream[dir].seq = seq;
+	return 0;
+}
+
+static int restore_one(struct gw_msg *m, enum gw_row state, void *ud)
+{
+	struct gw_channel *ch = channel_get(m->channel_id, 1);
+	struct gw_stream *st;
+
+	(void)ud;
+	if (!ch) {
+		log_event(GW_LOG_ERROR, "cannot restore a stored message", "channel", m->channel_id,
+		          NULL);
 		proto_msg_unref(m);
 		return -1;
 	}
-	tab.msgs++;
-	tab.bytes += msg_cost(m);
-	if (old) {
-		/* queue_max was lowered since they were queued: the oldest go, counted */
-		tab.msgs--;
-		tab.bytes -= msg_cost(old);
-		ch->dropped[dir]++;
-		tab.dropped++;
-		channel_unstore(old);
-		proto_msg_unref(old);
+	st = stream_of(ch, m);
+	if (m->seq > st->seq)
+		st->seq = m->seq;   /* a file older than its counters */
+	if (tab.seen)
+		tab.seen(m, state == GW_ROW_QUEUED ? GW_STATUS_QUEUED : GW_STATUS_COMPLETED);
+	if (state == GW_ROW_QUEUED) {
+		__atomic_store_n(&m->stored, 1, __ATOMIC_RELEASE);
+		channel_enqueue(ch, m, 0);   /* a lowered queue_max drops the oldest, counted */
+	} else {
+		channel_keep(ch, m);         /* a lowered history lets the oldest go */
 	}
 	return 0;
 }
 
-int channels_init(const struct gw_config *cfg, uint64_t *max_seq)
+/* A new epoch when there is no store: 16 hex digits. */
+static void epoch_new(char *out)
+{
+	unsigned char b[8];
+	uint64_t t = (uint64_t)time(NULL) * 2654435761u;
+
+	if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b))
+		memcpy(b, &t, sizeof(b));
+	for (int i = 0; i < 8; i++)
+		snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+int channels_init(const struct gw_config *cfg,
+                  void (*seen)(const struct gw_msg *m, enum gw_status st))
 {
 	tab.cfg = cfg;
+	tab.seen = seen;
 	tab.nbuckets = 1024;
 	tab.buckets = calloc(tab.nbuckets, sizeof(*tab.buckets));
 	if (!tab.buckets)
 		return -1;
-	return store_load(restore_one, NULL, max_seq) < 0 ? -1 : 0;
+	if (store_epoch())
+		snprintf(tab.epoch, sizeof(tab.epoch), "%s", store_epoch());
+	else
+		epoch_new(tab.epoch);
+	if (store_load(restore_stream, restore_one, NULL) < 0)
+		return -1;
+	/* what the limits let go at load leaves the file now */
+	if (tab.ngone && store_write(NULL, GW_ROW_QUEUED, tab.gone, tab.ngone, GW_ROW_GONE) == 0)
+		gone_clear();
+	return 0;
+}
+
+const char *channels_epoch(void)
+{
+	return tab.epoch;
 }
 
 static void free_one(struct gw_channel *ch, void *ud)
@@ -210,19 +392,10 @@ static void free_one(struct gw_channel *ch, void *ud)
 void channels_free(void)
 {
 	channels_each(free_one, NULL);
+	gone_clear();
+	free(tab.gone);
 	free(tab.buckets);
 	memset(&tab, 0, sizeof(tab));
-}
-
-struct gw_msg *channel_pop(struct gw_channel *ch, enum gw_dir dir)
-{
-	struct gw_msg *m = ring_pop(&ch->ring[dir]);
-
-	if (m) {
-		tab.msgs--;
-		tab.bytes -= msg_cost(m);
-	}
-	return m;
 }
 
 void channels_each(void (*fn)(struct gw_channel *ch, void *ud), void *ud)
@@ -241,6 +414,8 @@ void channels_totals(struct gw_queue_totals *t)
 {
 	t->msgs = tab.msgs;
 	t->bytes = tab.bytes;
+	t->kept = tab.kept;
+	t->kept_bytes = tab.kept_bytes;
 	t->dropped = tab.dropped;
 	t->channels = (unsigned)tab.nchannels;
 }

@@ -95,6 +95,10 @@ static const struct key_spec keys[] = {
 	  "1..1000000" },
 	{ "gateway", "rate_limit", K_UINT, 0, 1000000, OFF(rate_limit),
 	  "0..1000000 messages/s, 0 = off" },
+	{ "gateway", "history", K_UINT, 0, 100000, OFF(history),
+	  "0..100000 messages per channel and direction, 0 = none" },
+	{ "gateway", "history_bytes_max", K_MB, 1, 1024, OFF(history_bytes_max),
+	  "1..1024 MB" },
 	{ "store", "path", K_PATH, 0, 0, OFF(store_path),
 	  "a file path, relative to this file's folder; empty = memory only" },
 	{ "store", "sync", K_SYNC, 0, 0, OFF(store_sync), "off, normal, full" },
@@ -512,6 +516,8 @@ void config_defaults(struct gw_config *cfg, const char *base_dir)
 	cfg->bot_probe_timeout = 5;
 	cfg->dedup_window = 1024;
 	cfg->rate_limit = 0;
+	cfg->history = 1000;
+	cfg->history_bytes_max = 64 * GW_MB;
 	cfg->store_sync = GW_SYNC_NORMAL;
 	cfg->log_level = GW_LOG_INFO;
 	cfg->log_rotation = 3;

@@ -35,6 +35,8 @@ struct gw_config {
 	int bot_probe_timeout;
 	unsigned dedup_window;
 	unsigned rate_limit;             /* messages/s, 0 = off */
+	unsigned history;                /* delivered messages kept per stream for resume */
+	size_t history_bytes_max;        /* bytes (configured in MB) over all histories */
 	/* [store] */
 	char store_path[PATH_MAX];       /* absolute, or "" = memory only */
 	enum gw_sync store_sync;

@@ -380,6 +380,16 @@ void conn_flush(struct gw_conn *c)
 	pthread_mutex_unlock(&c->lock);
 }
 
+int conn_closing(struct gw_conn *c)
+{
+	int closing;
+
+	pthread_mutex_lock(&c->lock);
+	closing = c->state == GW_CONN_CLOSING || c->state == GW_CONN_DEAD;
+	pthread_mutex_unlock(&c->lock);
+	return closing;
+}
+
 int conn_make_ready(struct gw_conn *c)
 {
 	int rc = -1;

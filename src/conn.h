@@ -114,6 +114,7 @@ struct gw_conn {
 	struct gw_channel *channel;      /* registered mod: its channel */
 	int registered;
 	int64_t last_ping_ms;            /* monotonic: the tick's last ping */
+	uint64_t from_seq;               /* registered mod: first seq of its stream it was handed */
 };
 
 /* Records why c is closing, for the disconnect log line: the first reason
@@ -154,6 +155,9 @@ int conn_queue_msg(struct gw_conn *c, struct gw_msg *m, uint64_t dropped,
 /* Sends what the socket takes now. Never blocks. On a socket error the peer
  * is aborted (its reader wakes up and closes it). */
 void conn_flush(struct gw_conn *c);
+
+/* 1 if c is closing or gone: it takes no more frames. */
+int conn_closing(struct gw_conn *c);
 
 /* The handshake is done: OPEN becomes READY. Returns 0, or -1 if c is no
  * longer open (its peer went away meanwhile). */

@@ -25,6 +25,7 @@
  */
 #include "proto_int.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "clock.h"
@@ -138,6 +139,82 @@ static int id_copy(const json_t *obj, const char *key, char *dst)
 	return 0;
 }
 
+/* A seq in since: an integer from 0 to 2^53 (what every JSON library
+ * reads exactly). Returns 0 or -1. */
+static int seq_of(const json_t *v, uint64_t *seq)
+{
+	if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+	    json_integer_value(v) > ((json_int_t)1 << 53))
+		return -1;
+	*seq = (uint64_t)json_integer_value(v);
+	return 0;
+}
+
+/* The bot's since.channels object, as one malloc'd block: the array, then
+ * the channel ids. Returns 0 or -1. */
+static int since_channels(const json_t *chans, struct gw_handshake *hs)
+{
+	size_t n = json_object_size(chans), bytes = 0, i = 0;
+	const char *key;
+	json_t *v;
+	char *p;
+
+	json_object_foreach((json_t *)chans, key, v) {
+		size_t kl = strlen(key);
+
+		if (!proto_id_valid(key, kl))
+			return -1;
+		bytes += kl + 1;
+	}
+	if (n == 0)
+		return 0;
+	hs->since = malloc(n * sizeof(*hs->since) + bytes);
+	if (!hs->since)
+		return -1;
+	p = (char *)(hs->since + n);
+	json_object_foreach((json_t *)chans, key, v) {
+		size_t kl = strlen(key);
+
+		if (seq_of(v, &hs->since[i].seq) < 0) {
+			free(hs->since);
+			hs->since = NULL;
+			return -1;
+		}
+		memcpy(p, key, kl + 1);
+		hs->since[i++].channel_id = p;
+		p += kl + 1;
+	}
+	hs->nsince = n;
+	return 0;
+}
+
+/* data.since (absent or null: no resume). A mod: {"epoch":E,"seq":N}; a
+ * bot: {"epoch":E,"channels":{"C":N,...}}. Returns 0 or -1. */
+static int since_parse(const json_t *d, struct gw_handshake *hs)
+{
+	const json_t *s = json_optional(d, "since"), *e;
+
+	if (s == NULL)
+		return 0;
+	e = json_object_get(s, "epoch");
+	if (!json_is_object(s) || !json_is_id(e) || json_string_length(e) > GW_EPOCH_MAX)
+		return -1;
+	memcpy(hs->epoch, json_string_value(e), json_string_length(e) + 1);
+	hs->resume = 1;
+	if (hs->role == GW_ROLE_MOD)
+		return seq_of(json_object_get(s, "seq"), &hs->since_seq);
+	if (!json_is_object(json_object_get(s, "channels")))
+		return -1;
+	return since_channels(json_object_get(s, "channels"), hs);
+}
+
+void proto_handshake_release(struct gw_handshake *hs)
+{
+	free(hs->since);
+	hs->since = NULL;
+	hs->nsince = 0;
+}
+
 enum gw_reject proto_decode_handshake(const char *data, size_t len,
                                       struct gw_handshake *hs)
 {
@@ -194,6 +271,8 @@ static enum gw_reject decode_handshake(const char *data, size_t len,
 	if (events != NULL && !json_is_boolean(events))
 		goto out;
 	tmp.events = json_is_true(events);
+	if (since_parse(d, &tmp) < 0)
+		goto out;
 
 	*hs = tmp;
 	why = GW_OK;

@@ -505,8 +505,9 @@ size_t proto_msg_frame(const struct gw_msg *m, int64_t now_ms, uint64_t dropped,
                        char *buf, size_t cap)
 {
 	static const char fwd[] = ",\"forwarded_at\":\"";
+	static const char sq[] = ",\"seq\":";
 	static const char drp[] = ",\"dropped\":";
-	char tail[sizeof(fwd) + 25 + sizeof(drp) + 20 + 2];
+	char tail[sizeof(fwd) + 25 + sizeof(sq) + 20 + sizeof(drp) + 20 + 2];
 	char *t = tail;
 	size_t tail_len, total;
 
@@ -515,6 +516,11 @@ size_t proto_msg_frame(const struct gw_msg *m, int64_t now_ms, uint64_t dropped,
 	clock_format_rfc3339(now_ms, t);
 	t += 24;
 	*t++ = '"';
+	if (m->seq > 0) {
+		memcpy(t, sq, sizeof(sq) - 1);
+		t += sizeof(sq) - 1;
+		t += put_u64(t, m->seq);
+	}
 	if (dropped > 0) {
 		memcpy(t, drp, sizeof(drp) - 1);
 		t += sizeof(drp) - 1;
@@ -571,13 +577,25 @@ size_t proto_event(const char *event, const char *channel_id, const char *server
 	return out_end(&o);
 }
 
-size_t proto_connected(enum gw_role role, char *buf, size_t cap)
+size_t proto_connected(enum gw_role role, const char *epoch, int resumed, uint64_t missed,
+                       char *buf, size_t cap)
 {
 	struct out o = { buf, 0, buf != NULL ? cap : 0, 0, 0 };
+	char num[24];
 
 	OUT_LIT(&o, "{\"status\":\"connected\",\"type\":\"");
 	out_raw(&o, proto_role_name(role), 3);
-	OUT_LIT(&o, "\"}");
+	out_raw(&o, "\"", 1);
+	if (epoch) {
+		OUT_LIT(&o, ",\"epoch\":");
+		out_str(&o, epoch, strlen(epoch), 0);
+	}
+	if (resumed > 0) {
+		OUT_LIT(&o, ",\"resumed\":true");
+	} else if (resumed == 0) {
+		OUT_LIT(&o, ",\"resumed\":false,\"missed\":");
+		out_raw(&o, num, put_u64(num, missed));
+	}
 	return out_end(&o);
 }
 

@@ -51,8 +51,6 @@ void proto_arena_leave(struct proto_arena *a);
 
 /* ---- protocol.c ---------------------------------------------------------- */
 
-/* 1 if the n bytes at s are a valid id, else 0. */
-int proto_id_valid(const char *s, size_t n);
 /* 1 if hs is what a successful proto_decode_handshake fills, else 0. */
 int proto_hs_usable(const struct gw_handshake *hs);
 

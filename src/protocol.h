@@ -39,6 +39,13 @@ enum gw_reject {
 #define GW_JSON_MAX_DEPTH 32   /* checked before parsing: bounded stack use */
 #define GW_ID_MAX 256          /* longest msg_id/server_id/channel_id, bytes */
 #define GW_ACK_MAX (2 * GW_ID_MAX + 96)   /* any ack of an accepted msg_id fits */
+#define GW_EPOCH_MAX 64        /* longest epoch a client may send back, bytes */
+
+/* A bot's resume position on one channel's to-bot stream. */
+struct gw_since_chan {
+	const char *channel_id;
+	uint64_t seq;
+};
 
 struct gw_handshake {
 	enum gw_role role;
@@ -46,6 +53,12 @@ struct gw_handshake {
 	char channel_id[GW_ID_MAX + 1]; /* mods */
 	char bot_id[GW_ID_MAX + 1];     /* bot */
 	int events;                     /* asked for presence events */
+	/* "since": what the peer last processed (resume, SPEC 7a) */
+	int resume;                     /* the handshake carried since */
+	char epoch[GW_EPOCH_MAX + 1];   /* the sequence it names */
+	uint64_t since_seq;             /* mod: last seq of its channel's to-mod stream */
+	size_t nsince;                  /* bot: per channel, in one malloc'd block */
+	struct gw_since_chan *since;    /* freed by proto_handshake_release */
 };
 
 /* One accepted message. Created by proto_decode_message with refs = 1;
@@ -59,8 +72,10 @@ struct gw_msg {
 	char *body;            /* outbound JSON minus the final '}' */
 	size_t body_len;
 	int64_t received_ms;   /* Unix ms */
-	uint64_t seq;          /* set by the router: acceptance order */
-	int stored;            /* atomic: 1 while a row in the store holds it */
+	uint64_t seq;          /* set by the router: per channel and direction, from 1 */
+	int stored;            /* atomic: 1 while a store row holds it as queued */
+	/* channel.c, under the registry lock: every history, oldest first */
+	struct gw_msg *hist_prev, *hist_next;
 	/* msg_id, channel_id and sender point into this same allocation */
 };
 
@@ -69,9 +84,23 @@ struct gw_msg {
 void proto_init(void);
 
 /* Decodes a handshake frame. Returns GW_OK and fills *hs, or a reject
- * reason; never allocates on error. */
+ * reason; never allocates on error. A bot's since channels are allocated:
+ * release them with proto_handshake_release once used. */
 enum gw_reject proto_decode_handshake(const char *data, size_t len,
                                       struct gw_handshake *hs);
+
+/* 1 if the n bytes at s are a valid id (1..GW_ID_MAX bytes, no control
+ * characters, valid UTF-8), else 0. */
+int proto_id_valid(const char *s, size_t n);
+
+/* Frees what hs holds of its since (the rest stays valid). */
+void proto_handshake_release(struct gw_handshake *hs);
+
+/* The direction a message from `from` travels. */
+static inline enum gw_dir proto_dir_of(enum gw_role from)
+{
+	return from == GW_ROLE_MOD ? GW_TO_BOT : GW_TO_MOD;
+}
 
 /* Decodes and validates one message from a peer that completed handshake
  * hs, received at now_ms. On GW_OK *out is a new message (caller owns one
@@ -105,19 +134,27 @@ struct gw_msg *proto_msg_new(enum gw_role from, const char *channel_id,
 void proto_msg_ref(struct gw_msg *m);
 void proto_msg_unref(struct gw_msg *m);   /* frees at zero; NULL is fine */
 
-/* Writes the complete outbound JSON for one delivery into buf:
- * body + ,"forwarded_at":"<now>" + (dropped > 0 ? ,"dropped":N : "") + "}".
+/* Writes the complete outbound JSON for one delivery into buf: body +
+ * ,"forwarded_at":"<now>" + (seq > 0 ? ,"seq":N : "") + (dropped > 0 ?
+ * ,"dropped":N : "") + "}".
  * Returns the length, or the length needed if it exceeds cap (like
  * snprintf, nothing useful written then). */
 size_t proto_msg_frame(const struct gw_msg *m, int64_t now_ms, uint64_t dropped,
                        char *buf, size_t cap);
 
+/* The "connected" reply, WITHOUT its final '}' so that presence fields can
+ * follow; epoch may be NULL (left out), resumed < 0 leaves out resumed and
+ * missed (no since was given), missed is written when resumed is 0:
+ *   {"status":"connected","type":"mod","epoch":"E","resumed":false,"missed":3
+ * NUL-terminated; returns its length, or 0 if it does not fit (cap >= 200
+ * always fits). */
+size_t proto_connected(enum gw_role role, const char *epoch, int resumed, uint64_t missed,
+                       char *buf, size_t cap);
+
 /* Small replies. Each writes NUL-terminated JSON into buf (cap >= 64 +
  * length of msg_id) and returns its length, or 0 if it does not fit.
- *   {"status":"connected","type":"mod"}
  *   {"status":"queued","type":"mod","msg_id":"m1"[,"duplicate":true]}
  *   {"message":"Malformed message.","code":400[,"msg_id":<json>]}  */
-size_t proto_connected(enum gw_role role, char *buf, size_t cap);
 size_t proto_ack(const char *status, enum gw_role role, const char *msg_id,
                  int duplicate, char *buf, size_t cap);
 size_t proto_error(const char *message, int code, const char *msg_id_json,

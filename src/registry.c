@@ -27,11 +27,17 @@ static struct {
 	struct gw_conn *conns;       /* every conn, newest first */
 	unsigned nconns, nmods, nbots;
 	struct gw_conn *bot;         /* the registered bot, or NULL */
-	uint64_t seq;                /* acceptance order */
 	uint64_t msgs[2][3];         /* [dir][enum gw_status] */
 	uint64_t duplicates;
 	struct gw_dedup *seen[2];    /* recent msg_ids of mods (by server_id), of the bot */
 } reg = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+/* channels_init: a message restored from the store was accepted before;
+ * its sender's retry is a duplicate. */
+static void restore_seen(const struct gw_msg *m, enum gw_status st)
+{
+	dedup_record(reg.seen[m->from], m->sender, m->msg_id, (int)st);
+}
 
 int registry_init(const struct gw_config *cfg)
 {
@@ -48,7 +54,7 @@ int registry_init(const struct gw_config *cfg)
 	reg.seen[GW_ROLE_BOT] = dedup_new(cfg->dedup_window, (size_t)cfg->dedup_window * 4);
 	if (!reg.seen[0] || !reg.seen[1])
 		return -1;
-	return channels_init(cfg, &reg.seq);
+	return channels_init(cfg, restore_seen);
 }
 
 void registry_free(void)
@@ -61,7 +67,6 @@ void registry_free(void)
 	if (reg.pong_ready)
 		pthread_cond_destroy(&reg.pong);
 	reg.pong_ready = 0;
-	reg.seq = 0;
 }
 
 /* Presence: tells the bot (if it asked for events) that mod came or went. */
@@ -90,34 +95,93 @@ static void notify_mods(const char *event, const char *bot_id, struct gw_defer *
 			defer_add(d, c);
 }
 
-/* Sends everything ch holds for direction dir to c (oldest first). */
-static void drain_ring(struct gw_channel *ch, enum gw_dir dir, struct gw_conn *c, int64_t now)
+/* Hands the queue of (ch, dir) to c, oldest first, each handed message
+ * kept in the history. */
+static void drain_queue(struct gw_channel *ch, enum gw_dir dir, struct gw_conn *c, int64_t now)
 {
+	struct gw_stream *st = &ch->stream[dir];
 	struct gw_msg *m;
 
 	while ((m = channel_pop(ch, dir)) != NULL) {
-		if (conn_queue_msg(c, m, ch->dropped[dir], now) == 0) {
-			ch->dropped[dir] = 0;
-			proto_msg_unref(m);
-		} else {
-			/* c is going away already: keep m for the next one */
-			channel_enqueue(ch, dir, m, 1);
+		if (conn_queue_msg(c, m, st->dropped, now) < 0) {
+			channel_enqueue(ch, m, 1);   /* c is going away already: the next one */
 			break;
 		}
+		st->dropped = 0;
+		channel_keep(ch, m);
 	}
 }
 
-/* channels_each: a bot arrived (ud), its queues go to it. */
-static void drain_to_bot(struct gw_channel *ch, void *ud)
+/* How many messages of (ch, dir) after `since` a resume cannot hand over
+ * (let go from the history, overwritten in the queue). */
+static uint64_t resume_missed(struct gw_channel *ch, enum gw_dir dir, uint64_t since)
 {
-	drain_ring(ch, GW_TO_BOT, ud, gw_now_real());
-	channel_gc(ch);
+	struct gw_stream *st = &ch->stream[dir];
+	uint64_t held = 0;
+	unsigned i;
+
+	if (st->seq <= since)
+		return 0;
+	for (i = 0; i < ring_count(&st->hist); i++)
+		held += ring_at(&st->hist, i)->seq > since;
+	for (i = 0; i < ring_count(&st->queue); i++)
+		held += ring_at(&st->queue, i)->seq > since;
+	return held < st->seq - since ? st->seq - since - held : 0;
 }
 
-/* Hands msgs (a dropped peer's unsent messages) to successor c, or back to
- * the front of their queues when c is NULL. Frees the array. */
-static void give_back(struct gw_msg **msgs, size_t n, enum gw_dir dir, struct gw_conn *c,
-                      int64_t now)
+/* A resume: hands c every kept message of (ch, dir) after `since`, then
+ * the queue. */
+static void resume(struct gw_channel *ch, enum gw_dir dir, uint64_t since, struct gw_conn *c,
+                   int64_t now)
+{
+	struct gw_stream *st = &ch->stream[dir];
+
+	for (unsigned i = 0; i < ring_count(&st->hist); i++) {
+		struct gw_msg *m = ring_at(&st->hist, i);
+
+		if (m->seq > since && conn_queue_msg(c, m, 0, now) < 0)
+			return;
+	}
+	drain_queue(ch, dir, c, now);
+}
+
+/* channels_each with a bot arriving: without since its queues go to it;
+ * with since, each to-bot stream from the seq the bot named for its
+ * channel (resume_from, 0 if it named none). */
+struct bot_join {
+	struct gw_conn *bot;
+	int64_t now;
+	uint64_t missed;
+};
+
+static void bot_count_missed(struct gw_channel *ch, void *ud)
+{
+	struct bot_join *j = ud;
+
+	j->missed += resume_missed(ch, GW_TO_BOT, ch->resume_from);
+}
+
+static void bot_hand(struct gw_channel *ch, void *ud)
+{
+	struct bot_join *j = ud;
+
+	if (j->bot->hs.resume)
+		resume(ch, GW_TO_BOT, ch->resume_from, j->bot, j->now);
+	else
+		drain_queue(ch, GW_TO_BOT, j->bot, j->now);
+	ch->resume_from = 0;
+}
+
+static void resume_reset(struct gw_channel *ch, void *ud)
+{
+	(void)ud;
+	ch->resume_from = 0;
+}
+
+/* Hands msgs (a dropped peer's unsent messages, oldest first) to successor
+ * c, or back to the front of their queues when c is NULL (out of the
+ * history: they were not delivered). Frees the array. */
+static void give_back(struct gw_msg **msgs, size_t n, struct gw_conn *c, int64_t now)
 {
 	size_t i;
 
@@ -130,10 +194,12 @@ static void give_back(struct gw_msg **msgs, size_t n, enum gw_dir dir, struct gw
 	for (size_t k = n; k-- > i;) {
 		struct gw_channel *ch = channel_get(msgs[k]->channel_id, 1);
 
-		if (ch)
-			channel_enqueue(ch, dir, msgs[k], 1);
-		else
+		if (ch) {
+			channel_unkeep(ch, msgs[k]);
+			channel_enqueue(ch, msgs[k], 1);
+		} else {
 			proto_msg_unref(msgs[k]);
+		}
 	}
 	free(msgs);
 }
@@ -185,34 +251,36 @@ static void unregister(struct gw_conn *c)
 void registry_disconnect(struct gw_conn *c, struct gw_defer *d)
 {
 	struct gw_msg **unsent;
-	size_t n;
-	int role, last = 0;
 	struct gw_channel *ch;
+	uint64_t held_from = UINT64_MAX;
+	size_t n, k = 0;
 
 	pthread_mutex_lock(&reg.lock);
 	unsent = conn_detach(c, &n);
-	role = c->hs.role;
 	ch = c->channel;
 	if (c->registered) {
 		unregister(c);
-		last = role == GW_ROLE_MOD && ch->nmods == 0;
-		if (role == GW_ROLE_MOD)
+		if (c->hs.role == GW_ROLE_MOD)
 			notify_bot("mod_disconnected", c, d);
 		else
 			notify_mods("bot_disconnected", c->hs.bot_id, d);
 	}
-	if (role == GW_ROLE_BOT || last) {
-		give_back(unsent, n, role == GW_ROLE_BOT ? GW_TO_BOT : GW_TO_MOD, NULL, 0);
-	} else {
-		/* other mods of the channel had these */
-		for (size_t i = 0; i < n; i++)
+	/* A mod's unsent messages that another mod of the channel holds (it
+	 * was there when they came) reached the channel; the others, and all
+	 * of a bot's, go back to be delivered to whoever comes next. */
+	for (struct gw_conn *o = ch && c->hs.role == GW_ROLE_MOD ? ch->mods : NULL; o;
+	     o = o->chan_next)
+		held_from = o->from_seq < held_from ? o->from_seq : held_from;
+	for (size_t i = 0; i < n; i++) {
+		if (unsent[i]->seq < held_from)
+			unsent[k++] = unsent[i];
+		else
 			proto_msg_unref(unsent[i]);
-		free(unsent);
 	}
-	if (ch) {
-		c->channel = NULL;
+	give_back(unsent, k, NULL, 0);
+	c->channel = NULL;
+	if (ch)
 		channel_gc(ch);
-	}
 	pthread_mutex_unlock(&reg.lock);
 }
 
@@ -235,42 +303,43 @@ void registry_release(struct gw_conn *c)
 	conn_unref(c);
 }
 
-/* The "connected" reply. A mod that asked for events learns whether the bot
- * is there; a bot that asked gets the list of mods online. (registry lock) */
-static void reply_connected(struct gw_conn *c)
+/* The "connected" reply, with the epoch, and how a resume went (resumed
+ * < 0: none asked). A mod that asked for events learns whether the bot is
+ * there; a bot that asked gets the list of mods online. (registry lock) */
+static void reply_connected(struct gw_conn *c, int resumed, uint64_t missed)
 {
-	char small[96], *buf = small;
+	char small[GW_EPOCH_MAX * 6 + 160], *buf = small;
 	size_t n, cap = sizeof(small);
 
-	if (!c->hs.events) {
-		n = proto_connected(c->hs.role, small, sizeof(small));
-	} else if (c->hs.role == GW_ROLE_MOD) {
-		n = (size_t)snprintf(small, sizeof(small), "{\"status\":\"connected\",\"type\":\"mod\",\"bot\":%s}",
-		                     reg.bot ? "true" : "false");
-	} else {
-		size_t need = 64;
+	n = proto_connected(c->hs.role, channels_epoch(), resumed, missed, small, sizeof(small));
+	if (c->hs.events && c->hs.role == GW_ROLE_MOD) {
+		n += (size_t)snprintf(small + n, cap - n, ",\"bot\":%s", reg.bot ? "true" : "false");
+	} else if (c->hs.events) {
+		size_t need = n + 64;
 
 		for (struct gw_conn *m = reg.conns; m; m = m->next)
 			if (m->registered && m->hs.role == GW_ROLE_MOD)
 				need += 6 * (strlen(m->hs.channel_id) + strlen(m->hs.server_id)) + 40;
-		if (!(buf = malloc(need))) {
-			buf = small;
-			n = proto_connected(c->hs.role, small, sizeof(small));
-		} else {
+		if ((buf = malloc(need)) != NULL) {
 			cap = need;
-			n = (size_t)snprintf(buf, cap, "{\"status\":\"connected\",\"type\":\"bot\",\"mods\":[");
+			memcpy(buf, small, n);
+			n += (size_t)snprintf(buf + n, cap - n, ",\"mods\":[");
 			for (struct gw_conn *m = reg.conns; m; m = m->next) {
 				if (!m->registered || m->hs.role != GW_ROLE_MOD)
 					continue;
-				n += (size_t)snprintf(buf + n, cap - n, "%s{\"channel_id\":", buf[n - 1] == '[' ? "" : ",");
+				n += (size_t)snprintf(buf + n, cap - n, "%s{\"channel_id\":",
+				                      buf[n - 1] == '[' ? "" : ",");
 				n += proto_json_string(m->hs.channel_id, buf + n, cap - n);
 				n += (size_t)snprintf(buf + n, cap - n, ",\"server_id\":");
 				n += proto_json_string(m->hs.server_id, buf + n, cap - n);
 				n += (size_t)snprintf(buf + n, cap - n, "}");
 			}
-			n += (size_t)snprintf(buf + n, cap - n, "]}");
+			n += (size_t)snprintf(buf + n, cap - n, "]");
+		} else {
+			buf = small;   /* no memory for the list: the reply without it */
 		}
 	}
+	buf[n++] = '}';
 	conn_queue(c, GW_OP_TEXT, buf, n);
 	if (buf != small)
 		free(buf);
@@ -310,9 +379,24 @@ static enum gw_join join_mod(struct gw_conn *c, struct gw_defer *d)
 	reg.nmods++;
 	c->channel = ch;
 	c->registered = 1;
-	reply_connected(c);
-	give_back(stolen, n, GW_TO_MOD, c, now);
-	drain_ring(ch, GW_TO_MOD, c, now);
+	if (c->hs.resume) {
+		/* what it had not processed: kept or queued, after its seq (all of
+		 * this epoch when it names another); what the old connection held
+		 * is among it */
+		int same = strcmp(c->hs.epoch, channels_epoch()) == 0;
+		uint64_t since = same ? c->hs.since_seq : 0;
+		uint64_t missed = resume_missed(ch, GW_TO_MOD, since);
+
+		reply_connected(c, same && missed == 0, missed);
+		give_back(stolen, n, NULL, now);
+		c->from_seq = since + 1;
+		resume(ch, GW_TO_MOD, since, c, now);
+	} else {
+		reply_connected(c, -1, 0);
+		c->from_seq = ch->stream[GW_TO_MOD].seq + 1;
+		give_back(stolen, n, c, now);
+		drain_queue(ch, GW_TO_MOD, c, now);
+	}
 	notify_bot("mod_connected", c, d);
 	defer_add(d, c);
 	pthread_mutex_unlock(&reg.lock);
@@ -321,6 +405,7 @@ static enum gw_join join_mod(struct gw_conn *c, struct gw_defer *d)
 
 static enum gw_join join_bot(struct gw_conn *c, struct gw_defer *d)
 {
+	struct bot_join j = { NULL, 0, 0 };
 	struct gw_conn *old;
 	struct gw_msg **stolen = NULL;
 	size_t n = 0;
@@ -358,7 +443,7 @@ static enum gw_join join_bot(struct gw_conn *c, struct gw_defer *d)
 	}
 	if (conn_make_ready(c) < 0) {
 		/* our own peer went away while we waited */
-		give_back(stolen, n, GW_TO_BOT, NULL, 0);
+		give_back(stolen, n, NULL, 0);
 		pthread_mutex_unlock(&reg.lock);
 		return GW_JOIN_CLOSED;
 	}
@@ -366,9 +451,27 @@ static enum gw_join join_bot(struct gw_conn *c, struct gw_defer *d)
 	reg.nbots++;
 	c->registered = 1;
 	now = gw_now_real();
-	reply_connected(c);
-	give_back(stolen, n, GW_TO_BOT, c, now);
-	channels_each(drain_to_bot, c);
+	j.bot = c;
+	j.now = now;
+	if (c->hs.resume) {
+		int same = strcmp(c->hs.epoch, channels_epoch()) == 0;
+
+		/* what the old connection held is among what a resume hands */
+		give_back(stolen, n, NULL, now);
+		channels_each(resume_reset, NULL);
+		for (size_t i = 0; same && i < c->hs.nsince; i++) {
+			struct gw_channel *ch = channel_get(c->hs.since[i].channel_id, 0);
+
+			if (ch)
+				ch->resume_from = c->hs.since[i].seq;
+		}
+		channels_each(bot_count_missed, &j);
+		reply_connected(c, same && j.missed == 0, j.missed);
+	} else {
+		reply_connected(c, -1, 0);
+		give_back(stolen, n, c, now);
+	}
+	channels_each(bot_hand, &j);
 	notify_mods("bot_connected", c->hs.bot_id, d);
 	defer_add(d, c);
 	pthread_mutex_unlock(&reg.lock);
@@ -386,11 +489,13 @@ enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m, int *duplicat
                               struct gw_defer *d)
 {
 	struct gw_channel *ch;
-	enum gw_status st = GW_STATUS_QUEUED;
+	struct gw_stream *sm;
+	enum gw_status st = GW_STATUS_FAILED;
 	int64_t now = gw_now_real();
-	enum gw_dir dir = c->hs.role == GW_ROLE_MOD ? GW_TO_BOT : GW_TO_MOD;
-	int first;
+	enum gw_dir dir = proto_dir_of(c->hs.role);
+	int first, handed = 0;
 	struct gw_dedup *seen = reg.seen[c->hs.role];
+	struct gw_conn *bot;
 
 	*duplicate = 0;
 	pthread_mutex_lock(&reg.lock);
@@ -402,39 +507,46 @@ enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m, int *duplicat
 		proto_msg_unref(m);
 		return (enum gw_status)first;
 	}
-	m->seq = ++reg.seq;
-	proto_msg_ref(m);   /* to remember its msg_id once routed */
 	ch = channel_get(m->channel_id, 1);
-	if (!ch) {
-		st = GW_STATUS_FAILED;
-	} else if (dir == GW_TO_BOT && reg.bot) {
-		if (conn_queue_msg(reg.bot, m, ch->dropped[dir], now) == 0) {
-			ch->dropped[dir] = 0;
-			st = GW_STATUS_COMPLETED;
-			defer_add(d, reg.bot);
-		}
-	} else if (dir == GW_TO_MOD) {
-		uint64_t dropped = ch->dropped[dir];
-
-		for (struct gw_conn *mod = ch->mods; mod; mod = mod->chan_next) {
-			if (conn_queue_msg(mod, m, dropped, now) == 0) {
-				ch->dropped[dir] = 0;
-				st = GW_STATUS_COMPLETED;
-				defer_add(d, mod);
-			}
+	if (!ch)
+		goto out;
+	sm = &ch->stream[dir];
+	/* the bot gets it now, after what still waits for it (a rare leftover
+	 * of a drop) */
+	bot = dir == GW_TO_BOT ? reg.bot : NULL;
+	if (bot && ring_count(&sm->queue)) {
+		drain_queue(ch, dir, bot, now);
+		defer_add(d, bot);
+		if (ring_count(&sm->queue))
+			bot = NULL;   /* it is going away: queue behind them */
+	}
+	if (!(bot || (dir == GW_TO_MOD && ch->mods)) && !channel_room(m))
+		goto out;
+	if (channel_accept(ch, m, bot || (dir == GW_TO_MOD && ch->mods) ? GW_ROW_HANDED
+	                                                                 : GW_ROW_QUEUED) < 0)
+		goto out;
+	if (bot && conn_queue_msg(bot, m, sm->dropped, now) == 0) {
+		handed = 1;
+		defer_add(d, bot);
+	}
+	for (struct gw_conn *mod = dir == GW_TO_MOD ? ch->mods : NULL; mod; mod = mod->chan_next) {
+		if (conn_queue_msg(mod, m, sm->dropped, now) == 0) {
+			handed = 1;
+			defer_add(d, mod);
 		}
 	}
-	if (st == GW_STATUS_COMPLETED)
-		proto_msg_unref(m);
-	else if (ch && st == GW_STATUS_QUEUED)
-		st = channel_enqueue(ch, dir, m, 0);
-	else
-		proto_msg_unref(m);
-	if (ch)
-		channel_gc(ch);
+	proto_msg_ref(m);   /* the stream's */
+	if (handed) {
+		sm->dropped = 0;
+		channel_keep(ch, m);
+		st = GW_STATUS_COMPLETED;
+	} else {
+		channel_enqueue(ch, m, 0);   /* nobody there, or nobody took it */
+		st = GW_STATUS_QUEUED;
+	}
+	dedup_record(seen, m->sender, m->msg_id, (int)st);
+out:
 	reg.msgs[dir][st]++;
-	if (st != GW_STATUS_FAILED)
-		dedup_record(seen, m->sender, m->msg_id, (int)st);
 	pthread_mutex_unlock(&reg.lock);
 	proto_msg_unref(m);
 	return st;
@@ -442,22 +554,22 @@ enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m, int *duplicat
 
 void registry_delivered(struct gw_msg **msgs, size_t n)
 {
-	uint64_t *seqs = malloc(n * sizeof(*seqs));
 	size_t k = 0;
 
 	for (size_t i = 0; i < n; i++) {
-		/* dropped from a queue meanwhile: its row went then */
-		if (__atomic_exchange_n(&msgs[i]->stored, 0, __ATOMIC_ACQ_REL)) {
-			if (seqs)
-				seqs[k++] = msgs[i]->seq;
-			else
-				store_del(&msgs[i]->seq, 1);   /* ENOMEM: one at a time */
-		}
-		proto_msg_unref(msgs[i]);
+		/* its row says queued (not let go meanwhile): now handed */
+		if (__atomic_exchange_n(&msgs[i]->stored, 0, __ATOMIC_ACQ_REL))
+			msgs[k++] = msgs[i];
+		else
+			proto_msg_unref(msgs[i]);
 	}
-	if (seqs)
-		store_del(seqs, k);
-	free(seqs);
+	if (store_write(NULL, GW_ROW_QUEUED, msgs, k, GW_ROW_HANDED) < 0) {
+		/* still queued on disk: a restart delivers them again, and
+		 * resuming clients drop what they have */
+		log_event(GW_LOG_WARN, "store: delivered messages stay marked queued", NULL);
+	}
+	for (size_t i = 0; i < k; i++)
+		proto_msg_unref(msgs[i]);
 }
 
 void registry_pong(struct gw_conn *c)

@@ -115,6 +115,7 @@ static int on_handshake(struct gw_session *s, const char *data, size_t len)
 		                       400, "bad handshake");
 	}
 	j = registry_join(c, &s->defer);
+	proto_handshake_release(&c->hs);   /* since served its purpose */
 	if (j == GW_JOIN_FORBIDDEN) {
 		log_event(GW_LOG_WARN, "rejected", "remote", c->remote, "reason", "key not allowed for role",
 		          "role", proto_role_name(c->hs.role), "code", "403", NULL);
@@ -206,6 +207,11 @@ static int on_message(struct gw_session *s, const char *data, size_t len)
 
 	if (!s->joined)
 		return on_handshake(s, data, len);
+	/* Closing (revoked, replaced, shutting down, too slow): what it still
+	 * sends is neither routed nor acked, so its sender sends it again
+	 * after it reconnects; a message is either acked or never delivered. */
+	if (conn_closing(c))
+		return 1;
 	if (proto_decode_message(data, len, &c->hs, gw_now_real(), &m, NULL, 0) != GW_OK)
 		return refuse_malformed(c, data, len);
 	if (!rate_ok(s))

@@ -1,14 +1,21 @@
 /*
- * store.c - the durable queue in one SQLite file: a row per message waiting
- * in a ring, written before its `queued` ack, deleted once delivered, read
- * back at start to rebuild the rings. See store.h for the contract.
+ * store.c - the durable queues and histories in one SQLite file: a row per
+ * message a channel holds (queued, or handed to a recipient and kept for
+ * resume), written before its ack, deleted when the history lets it go,
+ * read back at start. See store.h for the contract.
  *
  * DESIGN
- * - One table, queue, keyed by the message's acceptance seq; a row holds
- *   exactly what proto_msg_new needs to rebuild the message byte for byte
- *   (the body is the outbound JSON as sent, minus its final '}').
- * - Durability: journal_mode=WAL and every put/del in its own autocommit
- *   transaction, so a row is committed when store_put returns. With
+ * - Table messages: a row per message, unique by (channel, dir, seq), in
+ *   write order (id); it holds exactly what proto_msg_new needs to rebuild
+ *   the message byte for byte (the body is the outbound JSON as sent, minus
+ *   its final '}') and whether it was handed to a recipient yet. Table
+ *   streams: the last seq given per channel and direction, so a seq is
+ *   never given twice while the file lives, whatever was deleted. Table
+ *   meta: the epoch that names those sequences.
+ * - Version 1 files (one table, queue, keyed by a global seq) are migrated
+ *   in one transaction at open: each stream's rows numbered from 1.
+ * - Durability: journal_mode=WAL and every write in one transaction, so a
+ *   row is committed when store_write returns. With
  *   synchronous=NORMAL a commit is a write(2) into the WAL, no fsync: it
  *   survives the process dying (kill -9) because the kernel still holds the
  *   page, but not a power loss; synchronous=FULL adds an fsync per commit
@@ -44,27 +51,30 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
 #include "path.h"
 
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 #define STORE_APP_ID 0x48474757      /* "HGGW" in the file header */
 #define STORE_BUSY_MS 100            /* then "locked": we never share the file */
 
 /* One row as loaded, before it is handed to the callback. */
 struct loaded {
 	struct gw_msg *m;
-	int dir;
+	enum gw_row state;
 };
 
 static struct {
 	pthread_mutex_t lock;    /* store_lock: db's statements and error text */
 	int enabled;             /* 1 while db is open; read without the lock */
 	sqlite3 *db;
-	sqlite3_stmt *put, *del, *count, *load;
+	sqlite3_stmt *put, *stream, *del, *set, *count, *load, *streams;
+	char epoch[GW_EPOCH_MAX + 1];
 } st = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 static int open_fail(char *err, size_t errlen, const char *path,
@@ -77,7 +87,7 @@ static int pragma_int(sqlite3 *db, const char *sql, int64_t *out);
 static int schema_check(sqlite3 *db, const char *path, char *err, size_t errlen);
 static int statements_prepare(sqlite3 *db);
 static void statements_finalize(void);
-static int row_load(sqlite3_stmt *s, struct loaded *out, uint64_t *max_seq);
+static int row_load(sqlite3_stmt *s, struct loaded *out);
 static void log_sql_error(const char *event, uint64_t seq, const char *channel,
                           const char *errtext);
 
@@ -237,51 +247,104 @@ static int pragma_int(sqlite3 *db, const char *sql, int64_t *out)
 	return rc;
 }
 
-/* Creates the schema in an empty database, or checks that a non-empty one
- * is a gateway store of our version. Returns 0 or -1 (err filled). */
+#define SCHEMA_V2 \
+	"CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;" \
+	"CREATE TABLE streams(channel TEXT NOT NULL, dir INTEGER NOT NULL," \
+	" seq INTEGER NOT NULL, PRIMARY KEY(channel, dir)) WITHOUT ROWID;" \
+	"CREATE TABLE messages(" \
+	" id INTEGER PRIMARY KEY,"        /* write order */ \
+	" channel TEXT NOT NULL," \
+	" dir INTEGER NOT NULL,"          /* enum gw_dir */ \
+	" seq INTEGER NOT NULL,"          /* per channel and direction */ \
+	" handed INTEGER NOT NULL,"       /* enum gw_row */ \
+	" origin INTEGER NOT NULL,"       /* enum gw_role of the sender */ \
+	" msg_id TEXT NOT NULL," \
+	" sender TEXT NOT NULL," \
+	" received_ms INTEGER NOT NULL," \
+	" body BLOB NOT NULL," \
+	" UNIQUE(channel, dir, seq));"
+
+/* A new epoch: 16 hex digits from getrandom (or the clock). */
+static void epoch_new(char out[17])
+{
+	unsigned char b[8];
+	uint64_t t = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+
+	if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b))
+		memcpy(b, &t, sizeof(b));
+	for (int i = 0; i < 8; i++)
+		snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+/* Runs sql (a transaction) on db; on failure rolls back and fills err. */
+static int exec_fail(sqlite3 *db, const char *sql, const char *path, char *err, size_t errlen)
+{
+	char *msg = NULL;
+	int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+
+	if (rc == SQLITE_OK)
+		return 0;
+	sql_fail(err, errlen, path, rc, msg);
+	sqlite3_free(msg);
+	sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	return -1;
+}
+
+/* Creates the schema in an empty database, migrates a version 1 store, or
+ * checks that a non-empty one is a gateway store of our version. Returns 0
+ * or -1 (err filled). */
 static int schema_check(sqlite3 *db, const char *path, char *err, size_t errlen)
 {
 	static const char create[] =
-		"BEGIN IMMEDIATE;"
-		"CREATE TABLE queue("
-		" seq INTEGER PRIMARY KEY,"
-		" dir INTEGER NOT NULL,"          /* 0 to bot, 1 to mods */
-		" origin INTEGER NOT NULL,"       /* enum gw_role of the sender */
-		" channel TEXT NOT NULL,"
-		" msg_id TEXT NOT NULL,"
-		" sender TEXT NOT NULL,"
-		" received_ms INTEGER NOT NULL,"
-		" body BLOB NOT NULL);"
+		"BEGIN IMMEDIATE;" SCHEMA_V2
+		"INSERT INTO meta VALUES('epoch', '%s');"
 		"PRAGMA application_id = 1212630871;"   /* STORE_APP_ID */
-		"PRAGMA user_version = 1;"              /* STORE_SCHEMA_VERSION */
+		"PRAGMA user_version = 2;"              /* STORE_SCHEMA_VERSION */
 		"COMMIT;";
+	/* version 1: one table, queue(seq global, dir, origin, channel, msg_id,
+	 * sender, received_ms, body), every row queued */
+	static const char migrate[] =
+		"BEGIN IMMEDIATE;"
+		"ALTER TABLE queue RENAME TO queue_v1;" SCHEMA_V2
+		"INSERT INTO meta VALUES('epoch', '%s');"
+		"INSERT INTO messages(channel, dir, seq, handed, origin, msg_id, sender,"
+		" received_ms, body) SELECT channel, dir, row_number() OVER"
+		" (PARTITION BY channel, dir ORDER BY seq), 0, origin, msg_id, sender,"
+		" received_ms, body FROM queue_v1 ORDER BY seq;"
+		"INSERT INTO streams SELECT channel, dir, max(seq) FROM messages"
+		" GROUP BY channel, dir;"
+		"DROP TABLE queue_v1;"
+		"PRAGMA user_version = 2;"
+		"COMMIT;";
+	char sql[sizeof(migrate) + sizeof(create) + 32], epoch[17];
 	int64_t app_id, version, tables;
-	char *msg = NULL;
 	int rc;
 
 	_Static_assert(STORE_APP_ID == 1212630871, "create[] spells the id");
-	_Static_assert(STORE_SCHEMA_VERSION == 1, "create[] spells the version");
+	_Static_assert(STORE_SCHEMA_VERSION == 2, "create[] spells the version");
 
 	if ((rc = pragma_int(db, "PRAGMA application_id", &app_id)) != SQLITE_OK ||
 	    (rc = pragma_int(db, "PRAGMA user_version", &version)) != SQLITE_OK ||
 	    (rc = pragma_int(db, "SELECT count(*) FROM sqlite_master", &tables)) != SQLITE_OK)
 		return sql_fail(err, errlen, path, rc, sqlite3_errmsg(db));
 
+	epoch_new(epoch);
 	if (app_id == 0 && version == 0 && tables == 0) {
-		rc = sqlite3_exec(db, create, NULL, NULL, &msg);
-		if (rc != SQLITE_OK) {
-			sql_fail(err, errlen, path, rc, msg);
-			sqlite3_free(msg);
-			sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-			return -1;
-		}
-		return 0;
+		snprintf(sql, sizeof(sql), create, epoch);
+		return exec_fail(db, sql, path, err, errlen);
 	}
 	if (app_id != STORE_APP_ID)
 		return open_fail(err, errlen, path, "is an SQLite database but not a "
 		                 "gateway store (application_id %" PRId64 ", %" PRId64
 		                 " tables); move it away or set another [store] path",
 		                 app_id, tables);
+	if (version == 1) {
+		snprintf(sql, sizeof(sql), migrate, epoch);
+		if (exec_fail(db, sql, path, err, errlen) < 0)
+			return -1;
+		log_event(GW_LOG_INFO, "store migrated to version 2", "path", path, NULL);
+		return 0;
+	}
 	if (version != STORE_SCHEMA_VERSION)
 		return open_fail(err, errlen, path, "schema version %" PRId64 ", this "
 		                 "gateway reads version %d; use the gateway that wrote "
@@ -291,37 +354,47 @@ static int schema_check(sqlite3 *db, const char *path, char *err, size_t errlen)
 }
 
 /* Prepared once, reused with sqlite3_reset for the life of the store. A
- * failure here after schema_check means the table is not what version 1
+ * failure here after schema_check means the tables are not what version 2
  * says (edited by hand). */
 static int statements_prepare(sqlite3 *db)
 {
-	int rc;
+	static const struct { sqlite3_stmt **s; const char *sql; } v[] = {
+		{ &st.put, "INSERT OR REPLACE INTO messages(channel, dir, seq, handed, origin,"
+		           " msg_id, sender, received_ms, body)"
+		           " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)" },
+		{ &st.stream, "INSERT INTO streams VALUES(?1, ?2, ?3) ON CONFLICT(channel, dir)"
+		              " DO UPDATE SET seq = max(seq, excluded.seq)" },
+		{ &st.del, "DELETE FROM messages WHERE channel = ?1 AND dir = ?2 AND seq = ?3" },
+		{ &st.set, "UPDATE messages SET handed = ?4"
+		           " WHERE channel = ?1 AND dir = ?2 AND seq = ?3" },
+		{ &st.count, "SELECT count(*) FROM messages" },
+		{ &st.load, "SELECT seq, dir, origin, channel, msg_id, sender, received_ms, body,"
+		            " handed FROM messages ORDER BY id" },
+		{ &st.streams, "SELECT channel, dir, seq FROM streams" },
+	};
+	char text[GW_EPOCH_MAX + 1];
+	int rc = SQLITE_OK;
 
-	rc = sqlite3_prepare_v3(db, "INSERT OR REPLACE INTO queue(seq, dir, origin, "
-	                        "channel, msg_id, sender, received_ms, body) "
-	                        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)", -1,
-	                        SQLITE_PREPARE_PERSISTENT, &st.put, NULL);
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]) && rc == SQLITE_OK; i++)
+		rc = sqlite3_prepare_v3(db, v[i].sql, -1, SQLITE_PREPARE_PERSISTENT, v[i].s, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v3(db, "DELETE FROM queue WHERE seq = ?1", -1,
-		                        SQLITE_PREPARE_PERSISTENT, &st.del, NULL);
+		rc = pragma_text(db, "SELECT value FROM meta WHERE key = 'epoch'", text, sizeof(text));
+	if (rc == SQLITE_OK && !proto_id_valid(text, strlen(text)))
+		rc = SQLITE_CORRUPT;
 	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v3(db, "SELECT count(*) FROM queue", -1,
-		                        SQLITE_PREPARE_PERSISTENT, &st.count, NULL);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v3(db, "SELECT seq, dir, origin, channel, msg_id, "
-		                        "sender, received_ms, body FROM queue "
-		                        "ORDER BY seq", -1,
-		                        SQLITE_PREPARE_PERSISTENT, &st.load, NULL);
+		memcpy(st.epoch, text, sizeof(text));
 	return rc;
 }
 
 static void statements_finalize(void)
 {
-	sqlite3_finalize(st.put);
-	sqlite3_finalize(st.del);
-	sqlite3_finalize(st.count);
-	sqlite3_finalize(st.load);
-	st.put = st.del = st.count = st.load = NULL;
+	sqlite3_stmt **v[] = { &st.put, &st.stream, &st.del, &st.set, &st.count, &st.load,
+	                       &st.streams };
+
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		sqlite3_finalize(*v[i]);
+		*v[i] = NULL;
+	}
 }
 
 int store_open(const char *path, enum gw_sync sync, char *err, size_t errlen)
@@ -445,95 +518,117 @@ static void log_sql_error(const char *event, uint64_t seq, const char *channel,
 	          "error", errtext, NULL);
 }
 
-int store_put(const struct gw_msg *m, enum gw_dir dir)
+const char *store_epoch(void)
 {
-	sqlite3_stmt *s;
-	char errtext[256];
-	int rc;
-
-	if (!store_enabled())
-		return 0;
-	if (m == NULL || (dir != GW_TO_BOT && dir != GW_TO_MOD) ||
-	    m->seq == 0 || m->seq > INT64_MAX) {
-		log_sql_error("store write refused", m ? m->seq : 0,
-		              m ? m->channel_id : NULL, "bad message, direction or seq");
-		return -1;
-	}
-
-	pthread_mutex_lock(&st.lock);
-	if (st.db == NULL) {
-		pthread_mutex_unlock(&st.lock);
-		return 0;
-	}
-	s = st.put;
-	/* The strings and the body are only read during the step: static. */
-	rc = sqlite3_bind_int64(s, 1, (sqlite3_int64)m->seq);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int(s, 2, dir);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int(s, 3, (int)m->from);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_text(s, 4, m->channel_id, -1, SQLITE_STATIC);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_text(s, 5, m->msg_id, -1, SQLITE_STATIC);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_text(s, 6, m->sender, -1, SQLITE_STATIC);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(s, 7, m->received_ms);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_blob64(s, 8, m->body, m->body_len, SQLITE_STATIC);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_step(s);
-	if (rc != SQLITE_DONE)
-		snprintf(errtext, sizeof(errtext), "%s", sqlite3_errmsg(st.db));
-	sqlite3_reset(s);
-	sqlite3_clear_bindings(s);   /* keep no pointer into m */
-	pthread_mutex_unlock(&st.lock);
-
-	if (rc != SQLITE_DONE) {
-		log_sql_error("store write failed", m->seq, m->channel_id, errtext);
-		return -1;
-	}
-	return 0;
+	return store_enabled() ? st.epoch : NULL;
 }
 
-int store_del(const uint64_t *seqs, size_t n)
+/* Binds (channel, dir, seq) of m to ?1..?3 of s. */
+static int bind_key(sqlite3_stmt *s, const struct gw_msg *m)
 {
-	char errtext[256] = "";
-	uint64_t bad = 0;
-	int rc = SQLITE_DONE, batch = n > 1;
+	int rc = sqlite3_bind_text(s, 1, m->channel_id, -1, SQLITE_STATIC);
 
-	if (!store_enabled() || n == 0)
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(s, 2, (int)proto_dir_of(m->from));
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(s, 3, (sqlite3_int64)m->seq);
+	return rc;
+}
+
+/* Steps s once (bound), then resets it and forgets its bindings (they
+ * point into messages). Returns SQLITE_DONE or an error. */
+static int step_once(sqlite3_stmt *s, int rc)
+{
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return rc;
+}
+
+/* The row of m and its stream's counter. (store_lock) */
+static int put_locked(const struct gw_msg *m, enum gw_row state)
+{
+	sqlite3_stmt *s = st.put;
+	/* The strings and the body are only read during the step: static. */
+	int rc = bind_key(s, m);
+
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(s, 4, (int)state);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(s, 5, (int)m->from);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(s, 6, m->msg_id, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(s, 7, m->sender, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(s, 8, m->received_ms);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_blob64(s, 9, m->body, m->body_len, SQLITE_STATIC);
+	rc = step_once(s, rc);
+	if (rc == SQLITE_DONE)
+		rc = step_once(st.stream, bind_key(st.stream, m));
+	return rc;
+}
+
+static int valid(const struct gw_msg *m)
+{
+	return m != NULL && m->seq > 0 && m->seq <= INT64_MAX &&
+	       (m->from == GW_ROLE_MOD || m->from == GW_ROLE_BOT);
+}
+
+int store_write(const struct gw_msg *put, enum gw_row state, struct gw_msg *const *del,
+                size_t ndel, enum gw_row set)
+{
+	const struct gw_msg *bad = NULL;
+	char errtext[256] = "";
+	int rc = SQLITE_DONE;
+	size_t i;
+
+	if (!store_enabled() || (put == NULL && ndel == 0))
 		return 0;
+	if ((put && (!valid(put) || (state != GW_ROW_QUEUED && state != GW_ROW_HANDED))) ||
+	    (set != GW_ROW_GONE && set != GW_ROW_QUEUED && set != GW_ROW_HANDED)) {
+		log_sql_error("store write refused", put ? put->seq : 0,
+		              put ? put->channel_id : NULL, "bad message, state or seq");
+		return -1;
+	}
 
 	pthread_mutex_lock(&st.lock);
 	if (st.db == NULL) {
 		pthread_mutex_unlock(&st.lock);
 		return 0;
 	}
-	/* one transaction: one sync for the whole batch */
-	if (batch && sqlite3_exec(st.db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+	/* one transaction: one sync for everything */
+	if (sqlite3_exec(st.db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
 		rc = SQLITE_ERROR;
-	for (size_t i = 0; i < n && rc == SQLITE_DONE; i++) {
-		if (seqs[i] == 0 || seqs[i] > INT64_MAX)
-			continue;    /* never stored: nothing to delete */
-		rc = sqlite3_bind_int64(st.del, 1, (sqlite3_int64)seqs[i]);
-		if (rc == SQLITE_OK)
-			rc = sqlite3_step(st.del);
-		sqlite3_reset(st.del);
-		bad = seqs[i];
+	if (put && rc == SQLITE_DONE) {
+		rc = put_locked(put, state);
+		bad = put;
 	}
-	if (rc == SQLITE_DONE && batch && sqlite3_exec(st.db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+	for (i = 0; i < ndel && rc == SQLITE_DONE; i++) {
+		sqlite3_stmt *s = set == GW_ROW_GONE ? st.del : st.set;
+		int brc;
+
+		if (!valid(del[i]))
+			continue;    /* never stored: nothing to change */
+		brc = bind_key(s, del[i]);
+		if (brc == SQLITE_OK && set != GW_ROW_GONE)
+			brc = sqlite3_bind_int(s, 4, (int)set);
+		rc = step_once(s, brc);
+		bad = del[i];
+	}
+	if (rc == SQLITE_DONE && sqlite3_exec(st.db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
 		rc = SQLITE_ERROR;
 	if (rc != SQLITE_DONE) {
 		snprintf(errtext, sizeof(errtext), "%s", sqlite3_errmsg(st.db));
-		if (batch)
-			sqlite3_exec(st.db, "ROLLBACK", NULL, NULL, NULL);
+		sqlite3_exec(st.db, "ROLLBACK", NULL, NULL, NULL);
 	}
 	pthread_mutex_unlock(&st.lock);
 
 	if (rc != SQLITE_DONE) {
-		log_sql_error("store delete failed", bad, NULL, errtext);
+		log_sql_error("store write failed", bad ? bad->seq : 0, bad ? bad->channel_id : NULL,
+		              errtext);
 		return -1;
 	}
 	return 0;
@@ -562,19 +657,18 @@ int64_t store_count(void)
 /* Rebuilds the message of the current row of s into *out. Returns 1 if
  * done, 0 if the row cannot be a message (logged, skipped), -1 if memory
  * ran out. */
-static int row_load(sqlite3_stmt *s, struct loaded *out, uint64_t *max_seq)
+static int row_load(sqlite3_stmt *s, struct loaded *out)
 {
 	const char *text[3];
 	const void *body;
 	sqlite3_int64 seq = sqlite3_column_int64(s, 0);
 	int dir = sqlite3_column_int(s, 1);
 	int origin = sqlite3_column_int(s, 2);
+	int handed = sqlite3_column_int(s, 8);
 	size_t body_len;
 	char num[24];
 	int i;
 
-	if (seq > 0 && (uint64_t)seq > *max_seq)
-		*max_seq = (uint64_t)seq;
 	for (i = 0; i < 3; i++) {
 		text[i] = (const char *)sqlite3_column_text(s, 3 + i);
 		/* an embedded NUL would make the id shorter than stored */
@@ -586,8 +680,9 @@ static int row_load(sqlite3_stmt *s, struct loaded *out, uint64_t *max_seq)
 	body_len = (size_t)sqlite3_column_bytes(s, 7);
 
 	out->m = NULL;
-	if (seq > 0 && (dir == GW_TO_BOT || dir == GW_TO_MOD) &&
-	    (origin == GW_ROLE_MOD || origin == GW_ROLE_BOT) &&
+	if (seq > 0 && (origin == GW_ROLE_MOD || origin == GW_ROLE_BOT) &&
+	    dir == (int)proto_dir_of((enum gw_role)origin) &&
+	    (handed == GW_ROW_QUEUED || handed == GW_ROW_HANDED) &&
 	    body != NULL && body_len > 0 && *(const char *)body == '{') {
 		out->m = proto_msg_new((enum gw_role)origin, text[0], text[1], text[2],
 		                       body, body_len, sqlite3_column_int64(s, 6),
@@ -609,23 +704,70 @@ static int row_load(sqlite3_stmt *s, struct loaded *out, uint64_t *max_seq)
 		          "seq", num, NULL);
 		return 0;
 	}
-	out->dir = dir;
+	out->state = (enum gw_row)handed;
 	return 1;
 }
 
-int store_load(int (*cb)(struct gw_msg *m, enum gw_dir dir, void *ud), void *ud,
-               uint64_t *max_seq)
+/* Hands every stream counter to cb (no lock held meanwhile: they are read
+ * first). Returns 0 or -1. */
+static int load_streams(int (*cb)(const char *channel, enum gw_dir dir, uint64_t seq, void *ud),
+                        void *ud)
+{
+	struct row { char *channel; int dir; sqlite3_int64 seq; } *v = NULL, *nv;
+	size_t n = 0, cap = 0, i;
+	int rc, result = 0;
+
+	pthread_mutex_lock(&st.lock);
+	while ((rc = sqlite3_step(st.streams)) == SQLITE_ROW) {
+		const char *ch = (const char *)sqlite3_column_text(st.streams, 0);
+
+		if (n == cap) {
+			cap = cap ? 2 * cap : 64;
+			if (!(nv = realloc(v, cap * sizeof(*v)))) {
+				rc = SQLITE_NOMEM;
+				break;
+			}
+			v = nv;
+		}
+		v[n].channel = ch ? strdup(ch) : NULL;
+		v[n].dir = sqlite3_column_int(st.streams, 1);
+		v[n].seq = sqlite3_column_int64(st.streams, 2);
+		if (v[n].channel == NULL) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+		n++;
+	}
+	sqlite3_reset(st.streams);
+	pthread_mutex_unlock(&st.lock);
+	if (rc != SQLITE_DONE) {
+		log_event(GW_LOG_ERROR, "store load failed", "error", "cannot read stream counters",
+		          NULL);
+		result = -1;
+	}
+	for (i = 0; i < n; i++) {
+		if (result == 0 && v[i].seq > 0 && (v[i].dir == GW_TO_BOT || v[i].dir == GW_TO_MOD) &&
+		    proto_id_valid(v[i].channel, strlen(v[i].channel)) &&
+		    cb(v[i].channel, (enum gw_dir)v[i].dir, (uint64_t)v[i].seq, ud) != 0)
+			result = -1;
+		free(v[i].channel);
+	}
+	free(v);
+	return result;
+}
+
+int store_load(int (*stream_cb)(const char *channel, enum gw_dir dir, uint64_t seq, void *ud),
+               int (*cb)(struct gw_msg *m, enum gw_row state, void *ud), void *ud)
 {
 	struct loaded *v = NULL, *nv;
 	size_t n = 0, cap = 0, i;
-	uint64_t max = 0;
 	char errtext[256] = "";
 	int rc, ok, result = -1;
 
-	if (max_seq != NULL)
-		*max_seq = 0;
 	if (!store_enabled())
 		return 0;
+	if (stream_cb != NULL && load_streams(stream_cb, ud) < 0)
+		return -1;
 
 	/* Everything is read first and handed over after: cb runs without
 	 * the lock and with no statement pending, so it may write. */
@@ -644,7 +786,7 @@ int store_load(int (*cb)(struct gw_msg *m, enum gw_dir dir, void *ud), void *ud,
 			}
 			v = nv;
 		}
-		ok = row_load(st.load, &v[n], &max);
+		ok = row_load(st.load, &v[n]);
 		if (ok < 0) {
 			rc = SQLITE_NOMEM;
 			break;
@@ -666,12 +808,10 @@ int store_load(int (*cb)(struct gw_msg *m, enum gw_dir dir, void *ud), void *ud,
 		goto out;
 	}
 	result = (int)n;
-	if (max_seq != NULL)
-		*max_seq = max;
 out:
 	for (i = 0; i < n; i++) {
 		if (result >= 0 && cb != NULL) {
-			if (cb(v[i].m, v[i].dir, ud) != 0)
+			if (cb(v[i].m, v[i].state, ud) != 0)
 				result = -1;   /* cb owns v[i].m; free the rest */
 		} else {
 			proto_msg_unref(v[i].m);

@@ -1,18 +1,20 @@
 /*
- * store.h - the durable queue: every message waiting in a ring is also a
- * row in one SQLite file ([store] path), written before its `queued` ack
- * and deleted once delivered, so the rings can be rebuilt after a restart
- * or a kill -9. With an empty path the store is off (memory only) and every
- * call below is a no-op that succeeds.
+ * store.h - the durable queues and histories: every message a channel holds
+ * (queued for an offline recipient, or handed to one and kept for resume) is
+ * also a row in one SQLite file ([store] path), written before its ack, and
+ * deleted when the history lets it go, so the queues, the histories, the
+ * stream counters and the epoch survive a restart or a kill -9. With an
+ * empty path the store is off (memory only) and every call below is a no-op
+ * that succeeds.
  *
- * Durability: WAL journal. A row is committed when store_put returns 0.
+ * Durability: WAL journal. A write is committed when store_write returns 0.
  * With sync = normal or full a committed row survives a crash of the
  * process (kill -9, abort, OOM kill); only sync = full also survives a
  * power loss or kernel crash. sync = off leaves durability to the OS.
  *
  * Threads: store_open, store_load and store_close are called by main()
- * while no other thread uses the store. store_put, store_del, store_count
- * and store_enabled are thread-safe.
+ * while no other thread uses the store. store_write, store_count,
+ * store_epoch and store_enabled are thread-safe.
  */
 #ifndef GW_STORE_H
 #define GW_STORE_H
@@ -38,27 +40,36 @@ void store_close(void);
 /* 1 if a file is open, 0 in memory-only mode. Thread-safe. */
 int store_enabled(void);
 
-/* Writes m (borrowed) queued in direction dir,
- * keyed by m->seq; a row with that seq is replaced. Returns 0 once the row
- * is committed, -1 on error (logged here, once). Thread-safe; blocks on the
- * disk write (and fsync with sync = full). */
-int store_put(const struct gw_msg *m, enum gw_dir dir);
+/* A row's state. */
+enum gw_row {
+	GW_ROW_QUEUED = 0,   /* waiting for a recipient */
+	GW_ROW_HANDED = 1,   /* handed to one: kept as history */
+	GW_ROW_GONE = 2,     /* store_write: delete the rows */
+};
 
-/* Deletes the rows of the n seqs (delivered or dropped) in one
- * transaction: all or none. A missing row is not an error. Returns 0 or -1
- * (logged). Thread-safe; blocks on the disk write. */
-int store_del(const uint64_t *seqs, size_t n);
+/* The epoch kept in the file (valid while it is open), or NULL when off. */
+const char *store_epoch(void);
 
-/* Reads every row in seq order and hands each as a new message to
- * cb(m, dir, ud), which owns that reference whatever it returns. cb is
- * called with no store lock held (it may call store_put/store_del); a
- * non-zero return stops the load (the rest are freed) and store_load
- * returns -1. Rows that cannot form a message (bad direction or id) are
- * skipped with a warning and left in the file. *max_seq (may be NULL)
- * receives the largest seq in the file, 0 if none. Returns the number of
- * messages handed to cb, or -1 on error (logged). */
-int store_load(int (*cb)(struct gw_msg *m, enum gw_dir dir, void *ud), void *ud,
-               uint64_t *max_seq);
+/* In one transaction: writes put's row (may be NULL) in state `state`
+ * (replacing a row with its channel, direction and seq) and raises its
+ * stream's counter, then sets the rows of the n messages in v to `set`:
+ * GW_ROW_GONE deletes them (a missing row is not an error). Messages are
+ * borrowed. Returns 0 once committed, -1 on error (logged here, once;
+ * nothing was changed). Thread-safe; blocks on the disk write (and fsync
+ * with sync = full). */
+int store_write(const struct gw_msg *put, enum gw_row state, struct gw_msg *const *v,
+                size_t n, enum gw_row set);
+
+/* Reads the stream counters, handing each to stream_cb(channel, dir, seq,
+ * ud), then every row in write order, handing each as a new message (its
+ * seq set) to cb(m, state, ud), which owns that reference whatever it
+ * returns. The callbacks run with no store lock held; a non-zero return
+ * stops the load (the rest are freed) and store_load returns -1. Rows that
+ * cannot form a message (bad direction or id) are skipped with a warning
+ * and left in the file. Returns the number of messages handed to cb, or -1
+ * on error (logged). */
+int store_load(int (*stream_cb)(const char *channel, enum gw_dir dir, uint64_t seq, void *ud),
+               int (*cb)(struct gw_msg *m, enum gw_row state, void *ud), void *ud);
 
 /* Number of rows, 0 when off, -1 on error. Thread-safe. */
 int64_t store_count(void);

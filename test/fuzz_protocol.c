@@ -53,7 +53,7 @@ static const char *member(const json_t *o, const char *key)
 static void fuzz_handshake(const char *text, size_t size)
 {
 	struct gw_handshake hs;
-	char buf[128];
+	char buf[256];
 	size_t n;
 
 	if (proto_decode_handshake(text, size, &hs) != GW_OK)
@@ -62,9 +62,15 @@ static void fuzz_handshake(const char *text, size_t size)
 		check(hs.server_id[0] != '\0' && hs.channel_id[0] != '\0');
 	else
 		check(hs.role == GW_ROLE_BOT && hs.bot_id[0] != '\0');
-	n = proto_connected(hs.role, buf, sizeof(buf));
+	check(hs.resume || (hs.nsince == 0 && hs.since == NULL));
+	for (size_t i = 0; i < hs.nsince; i++)
+		check(hs.since[i].channel_id[0] != '\0');
+	n = proto_connected(hs.role, hs.resume ? hs.epoch : NULL, hs.resume ? 0 : -1, 7, buf,
+	                    sizeof(buf) - 1);
 	check(n > 0);
+	buf[n++] = '}';
 	json_decref(check_json(buf, n, 0));
+	proto_handshake_release(&hs);
 }
 
 static void fuzz_accepted(const char *text, size_t size, struct gw_msg *m,

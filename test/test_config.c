@@ -112,6 +112,8 @@ static void assert_config_equal(const struct gw_config *a,
 	assert_int_equal(a->bot_probe_timeout, b->bot_probe_timeout);
 	assert_int_equal(a->dedup_window, b->dedup_window);
 	assert_int_equal(a->rate_limit, b->rate_limit);
+	assert_int_equal(a->history, b->history);
+	assert_int_equal(a->history_bytes_max, b->history_bytes_max);
 	assert_string_equal(a->store_path, b->store_path);
 	assert_int_equal(a->store_sync, b->store_sync);
 	assert_int_equal(a->log_level, b->log_level);
@@ -182,6 +184,8 @@ static void test_defaults(void **state)
 	assert_int_equal(c.bot_probe_timeout, 5);
 	assert_int_equal(c.dedup_window, 1024);
 	assert_int_equal(c.rate_limit, 0);
+	assert_int_equal(c.history, 1000);
+	assert_int_equal(c.history_bytes_max, 64 * GW_MB);
 	assert_string_equal(c.store_path, "/opt/gw/data/gateway.db");
 	assert_int_equal(c.store_sync, GW_SYNC_NORMAL);
 	assert_int_equal(c.log_level, GW_LOG_INFO);
@@ -300,6 +304,10 @@ static const struct valid_case valid_cases[] = {
 	{ GW("rate_limit = 0"), OF(rate_limit), F_UINT, 0 },
 	{ GW("rate_limit = 1000000"), OF(rate_limit), F_UINT, 1000000 },
 	{ GW("rate_limit = \"7\""), OF(rate_limit), F_UINT, 7 },
+	{ GW("history = 0"), OF(history), F_UINT, 0 },
+	{ GW("history = 100000"), OF(history), F_UINT, 100000 },
+	{ GW("history_bytes_max = 1"), OF(history_bytes_max), F_SIZE, 1048576 },
+	{ GW("history_bytes_max = 1024"), OF(history_bytes_max), F_SIZE, 1024ULL * 1048576 },
 	{ "[log]\nrotation = 1\n", OF(log_rotation), F_INT, 1 },
 	{ "[log]\nrotation = 3650\n", OF(log_rotation), F_INT, 3650 },
 };
@@ -459,6 +467,12 @@ static const struct bad_case bad_cases[] = {
 	{ GW("queue_max = 0"),
 	  "2: key 'queue_max' in [gateway]: '0' is out of range (accepted: "
 	  "1..100000)" },
+	{ GW("history = 100001"),
+	  "2: key 'history' in [gateway]: '100001' is out of range (accepted: "
+	  "0..100000 messages per channel and direction, 0 = none)" },
+	{ GW("history_bytes_max = 0"),
+	  "2: key 'history_bytes_max' in [gateway]: '0' is out of range "
+	  "(accepted: 1..1024 MB)" },
 	{ GW("queue_max = 100001"),
 	  "2: key 'queue_max' in [gateway]: '100001' is out of range (accepted: "
 	  "1..100000)" },
@@ -542,7 +556,7 @@ static const struct bad_case bad_cases[] = {
 	  "api_key, websocket, mod_key, bot_key, body_size, queue_max, "
 	  "queue_bytes_max, max_connections, handshake_timeout, ping_interval, "
 	  "read_timeout, write_timeout, bot_probe_timeout, dedup_window, "
-	  "rate_limit)" },
+	  "rate_limit, history, history_bytes_max)" },
 	{ "[store]\nlevel = info\n",
 	  "2: unknown key 'level' in [store] (accepted: path, sync)" },
 	{ "[log]\nHttp_Port = 1\n",
@@ -635,7 +649,7 @@ static void test_unknown_key_file(void **state)
 		"api_key, websocket, mod_key, bot_key, body_size, queue_max, "
 		"queue_bytes_max, max_connections, handshake_timeout, "
 		"ping_interval, read_timeout, write_timeout, bot_probe_timeout, "
-		"dedup_window, rate_limit)");
+		"dedup_window, rate_limit, history, history_bytes_max)");
 }
 
 /* Refused even though the section has no keys. */

@@ -253,6 +253,53 @@ static void test_handshake_events(void **state)
 	assert_int_equal(hs.events, 0);
 }
 
+/* since: a mod's {epoch, seq}, a bot's {epoch, channels}; anything else in
+ * it is a malformed handshake, with nothing left allocated. */
+static void test_handshake_since(void **state)
+{
+	static const char *const bad[] = {
+		"{\"type\":\"mod\",\"data\":{\"server_id\":\"s\",\"channel_id\":\"c\",\"since\":5}}",
+		"{\"type\":\"mod\",\"data\":{\"server_id\":\"s\",\"channel_id\":\"c\",\"since\":{\"seq\":1}}}",
+		"{\"type\":\"mod\",\"data\":{\"server_id\":\"s\",\"channel_id\":\"c\","
+		"\"since\":{\"epoch\":\"e\",\"seq\":-1}}}",
+		"{\"type\":\"mod\",\"data\":{\"server_id\":\"s\",\"channel_id\":\"c\","
+		"\"since\":{\"epoch\":\"e\",\"seq\":1.5}}}",
+		"{\"type\":\"mod\",\"data\":{\"server_id\":\"s\",\"channel_id\":\"c\","
+		"\"since\":{\"epoch\":\"\",\"seq\":1}}}",
+		"{\"type\":\"bot\",\"data\":{\"bot_id\":\"b\",\"since\":{\"epoch\":\"e\"}}}",
+		"{\"type\":\"bot\",\"data\":{\"bot_id\":\"b\",\"since\":{\"epoch\":\"e\","
+		"\"channels\":{\"c1\":1,\"c2\":\"2\"}}}}",
+		"{\"type\":\"bot\",\"data\":{\"bot_id\":\"b\",\"since\":{\"epoch\":\"e\","
+		"\"channels\":{\"c1\":9007199254740993}}}}",
+	};
+	struct gw_handshake hs;
+
+	(void)state;
+	assert_int_equal(hs_decode("{\"type\":\"mod\",\"data\":{\"server_id\":\"s\","
+	                           "\"channel_id\":\"c\",\"since\":{\"epoch\":\"a1b2\",\"seq\":42}}}",
+	                           &hs), GW_OK);
+	assert_int_equal(hs.resume, 1);
+	assert_string_equal(hs.epoch, "a1b2");
+	assert_int_equal(hs.since_seq, 42);
+	assert_int_equal(hs.nsince, 0);
+	assert_int_equal(hs_decode("{\"type\":\"bot\",\"data\":{\"bot_id\":\"b\",\"since\":"
+	                           "{\"epoch\":\"e9\",\"channels\":{\"c1\":3,\"c2\":0}}}}", &hs), GW_OK);
+	assert_int_equal(hs.resume, 1);
+	assert_string_equal(hs.epoch, "e9");
+	assert_int_equal(hs.nsince, 2);
+	assert_string_equal(hs.since[0].channel_id, "c1");
+	assert_int_equal(hs.since[0].seq, 3);
+	assert_string_equal(hs.since[1].channel_id, "c2");
+	assert_int_equal(hs.since[1].seq, 0);
+	proto_handshake_release(&hs);
+	assert_null(hs.since);
+	assert_int_equal(hs_decode("{\"type\":\"bot\",\"data\":{\"bot_id\":\"b\",\"since\":null}}",
+	                           &hs), GW_OK);
+	assert_int_equal(hs.resume, 0);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(hs_decode(bad[i], &hs), GW_REJECT_MALFORMED);
+}
+
 /* Ids at the limit pass, one byte over fails; multi-byte counts bytes. */
 static void test_handshake_id_length(void **state)
 {
@@ -1168,16 +1215,25 @@ static void test_scan_every_offset(void **state)
 
 static void test_connected(void **state)
 {
-	char buf[64];
+	char buf[128];
 
 	(void)state;
-	assert_int_equal(proto_connected(GW_ROLE_MOD, buf, sizeof(buf)), 35);
-	assert_string_equal(buf, "{\"status\":\"connected\",\"type\":\"mod\"}");
-	assert_int_equal(proto_connected(GW_ROLE_BOT, buf, sizeof(buf)), 35);
-	assert_string_equal(buf, "{\"status\":\"connected\",\"type\":\"bot\"}");
-	assert_int_equal(proto_connected(GW_ROLE_BOT, buf, 35), 0);
+	/* without its final '}': presence fields may follow */
+	assert_int_equal(proto_connected(GW_ROLE_MOD, NULL, -1, 0, buf, sizeof(buf)), 34);
+	assert_string_equal(buf, "{\"status\":\"connected\",\"type\":\"mod\"");
+	assert_int_equal(proto_connected(GW_ROLE_BOT, NULL, -1, 0, buf, sizeof(buf)), 34);
+	assert_string_equal(buf, "{\"status\":\"connected\",\"type\":\"bot\"");
+	assert_int_equal(proto_connected(GW_ROLE_BOT, NULL, -1, 0, buf, 34), 0);
 	assert_int_equal(buf[0], '\0');
-	assert_int_equal(proto_connected(GW_ROLE_BOT, buf, 36), 35);
+	assert_int_equal(proto_connected(GW_ROLE_BOT, NULL, -1, 0, buf, 35), 34);
+	proto_connected(GW_ROLE_MOD, "e1", -1, 0, buf, sizeof(buf));
+	assert_string_equal(buf, "{\"status\":\"connected\",\"type\":\"mod\",\"epoch\":\"e1\"");
+	proto_connected(GW_ROLE_MOD, "e1", 1, 0, buf, sizeof(buf));
+	assert_string_equal(buf, "{\"status\":\"connected\",\"type\":\"mod\",\"epoch\":\"e1\","
+	                         "\"resumed\":true");
+	proto_connected(GW_ROLE_BOT, "e1", 0, 12, buf, sizeof(buf));
+	assert_string_equal(buf, "{\"status\":\"connected\",\"type\":\"bot\",\"epoch\":\"e1\","
+	                         "\"resumed\":false,\"missed\":12");
 	assert_string_equal(proto_role_name(GW_ROLE_MOD), "mod");
 	assert_string_equal(proto_role_name(GW_ROLE_BOT), "bot");
 }
@@ -1452,6 +1508,7 @@ int main(void)
 		cmocka_unit_test(test_handshake_bot),
 		cmocka_unit_test(test_handshake_events),
 		cmocka_unit_test(test_handshake_id_length),
+		cmocka_unit_test(test_handshake_since),
 		cmocka_unit_test(test_valid_examples),
 		cmocka_unit_test(test_readme_examples),
 		cmocka_unit_test(test_msg_id_length),
