@@ -51,6 +51,7 @@ struct gw_conn *conn_new(void)
 	c->id = __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
 	c->fd = -1;
 	c->state = GW_CONN_NEW;
+	c->out_max = GW_OUT_MIN;
 	c->created_ms = c->last_seen_ms = c->last_ping_ms = now;
 	return c;
 }
@@ -176,7 +177,7 @@ static int pend_reserve(struct gw_conn *c, size_t need)
 
 	if (c->pend_len + need <= c->pend_cap)
 		return 0;
-	if (pending_locked(c) + need > GW_OUT_MAX)
+	if (pending_locked(c) + need > c->out_max)
 		return -1;
 	/* start small: most peers only ever get short replies, and the buffer
 	 * freed after a quiet spell stays resident as a hole in the heap */
@@ -442,25 +443,80 @@ void conn_close(struct gw_conn *c, int code, const char *reason, int grace_ms)
 
 /* Moves out the messages whose frames did not leave completely: they were
  * not taken. Call with no flusher at work. (L) */
-static struct gw_msg **take_unsent(struct gw_conn *c, size_t *n)
+static struct gw_msg **take_after(struct gw_conn *c, uint64_t pos, size_t *n)
 {
 	struct gw_msg **unsent = NULL;
-	size_t i, k = 0;
+	size_t first = c->mark_head, i, k = 0;
 
 	release_marks(c);
-	if (c->mark_len > c->mark_head)
-		unsent = malloc((c->mark_len - c->mark_head) * sizeof(*unsent));
-	for (i = c->mark_head; i < c->mark_len; i++) {
+	while (first < c->mark_len && c->marks[first].end <= pos)
+		first++;    /* kept: they leave before the cut */
+	if (c->mark_len > first)
+		unsent = malloc((c->mark_len - first) * sizeof(*unsent));
+	for (i = first; i < c->mark_len; i++) {
 		if (unsent)
 			unsent[k++] = c->marks[i].msg;   /* the reference moves */
 		else
 			proto_msg_unref(c->marks[i].msg);   /* ENOMEM: lost, said below */
 	}
-	if (!unsent && i > c->mark_head)
+	if (!unsent && i > first)
 		log_event(GW_LOG_ERROR, "out of memory, unsent messages lost", "remote", c->remote, NULL);
-	c->mark_head = c->mark_len = 0;
+	c->mark_len = first;
+	if (c->mark_head == c->mark_len)
+		c->mark_head = c->mark_len = 0;
 	*n = k;
 	return unsent;
+}
+
+static struct gw_msg **take_unsent(struct gw_conn *c, size_t *n)
+{
+	return take_after(c, c->sent_total, n);
+}
+
+/* The length of our own frame whose header is at p (we write headers of
+ * 2, 4 or 10 bytes, unmasked). */
+static size_t frame_len(const unsigned char *p)
+{
+	uint64_t len = p[1] & 0x7F;
+	size_t hl = 2;
+
+	if (len == 126) {
+		len = (uint64_t)p[2] << 8 | p[3];
+		hl = 4;
+	} else if (len == 127) {
+		len = 0;
+		for (int i = 0; i < 8; i++)
+			len = len << 8 | p[2 + i];
+		hl = 10;
+	}
+	return hl + (size_t)len;
+}
+
+struct gw_msg **conn_drop(struct gw_conn *c, int code, const char *reason, int linger_ms,
+                          size_t *n)
+{
+	struct gw_msg **cut;
+	size_t at = 0, keep;
+
+	*n = 0;
+	pthread_mutex_lock(&c->lock);
+	if (c->state == GW_CONN_CLOSING || c->state == GW_CONN_DEAD || c->fd < 0) {
+		pthread_mutex_unlock(&c->lock);
+		return NULL;
+	}
+	wait_flusher(c);
+	/* `out` holds whole frames from offset 0: keep the one being sent */
+	while (at < c->out_len && at + frame_len(c->out + at) <= c->out_sent)
+		at += frame_len(c->out + at);
+	keep = at < c->out_sent ? at + frame_len(c->out + at) : c->out_sent;
+	c->out_len = keep;
+	c->pend_len = 0;
+	c->appended = c->sent_total + (keep - c->out_sent);
+	cut = take_after(c, c->appended, n);
+	c->write_progress_ms = gw_now_mono();   /* the close frame gets its own time */
+	pthread_mutex_unlock(&c->lock);
+	conn_close(c, code, reason, linger_ms);
+	return cut;
 }
 
 struct gw_msg **conn_detach(struct gw_conn *c, size_t *n)
@@ -507,15 +563,16 @@ enum gw_housekeep conn_housekeep(struct gw_conn *c, int64_t now, int64_t write_t
 	enum gw_housekeep aborted = GW_HK_NONE;
 
 	pthread_mutex_lock(&c->lock);
-	if (c->state != GW_CONN_DEAD && c->fd >= 0) {
-		if (pending_locked(c) > 0 && now - c->write_progress_ms >= write_timeout_ms) {
-			conn_set_why(c, "write timeout");   /* before the reader wakes */
-			aborted = GW_HK_WRITE_TIMEOUT;
-		} else if (c->close_deadline_ms && now >= c->close_deadline_ms) {
+	if (c->state == GW_CONN_CLOSING && c->fd >= 0) {
+		/* its time to finish closing is up: now, even with a reset */
+		if (c->close_deadline_ms && now >= c->close_deadline_ms) {
 			aborted = GW_HK_CLOSE_EXPIRED;
-		}
-		if (aborted != GW_HK_NONE)
 			abort_locked(c);
+		}
+	} else if (c->state != GW_CONN_DEAD && c->fd >= 0 && pending_locked(c) > 0 &&
+	           now - c->write_progress_ms >= write_timeout_ms) {
+		conn_set_why(c, "write timeout");   /* the caller drops it (conn_drop) */
+		aborted = GW_HK_WRITE_TIMEOUT;
 	}
 	/* an idle peer keeps no output buffers: thousands of quiet mods */
 	if (aborted == GW_HK_NONE && !c->flushing && pending_locked(c) == 0 && (c->out || c->pend) &&
@@ -527,8 +584,6 @@ enum gw_housekeep conn_housekeep(struct gw_conn *c, int64_t now, int64_t write_t
 	}
 	*state = c->state;
 	pthread_mutex_unlock(&c->lock);
-	if (aborted == GW_HK_WRITE_TIMEOUT)
-		log_event(GW_LOG_WARN, "write timeout, dropping peer", "remote", c->remote, NULL);
 	return aborted;
 }
 

@@ -5,7 +5,7 @@
  * complete frame to the peer's output buffer and conn_flush() sends what the
  * socket takes right now (MSG_DONTWAIT); the rest waits for EPOLLOUT on the
  * I/O thread (conn_loop_*). So a slow or stuck peer costs memory, bounded by
- * GW_OUT_MAX, and time only for itself: after write_timeout without progress
+ * out_max, and time only for itself: after write_timeout without progress
  * the housekeeping tick aborts it. No frame is ever left half-written on a
  * live connection: a peer is either drained or dropped.
  *
@@ -26,7 +26,7 @@
 #include <stddef.h>
 #include "protocol.h"
 
-#define GW_OUT_MAX ((size_t)64 << 20) /* pending output past which a peer is dropped */
+#define GW_OUT_MIN ((size_t)64 << 20) /* the least pending output a peer may have */
 #define GW_CLOSE_GRACE_MS 1000        /* a closing peer's time to answer */
 
 /* WebSocket opcodes (RFC 6455 5.2). */
@@ -48,6 +48,7 @@ enum gw_close_code {
 	GW_CLOSE_POLICY = 1008,      /* key revoked */
 	GW_CLOSE_TOO_BIG = 1009,     /* message over body_size */
 	GW_CLOSE_INTERNAL = 1011,    /* out of memory */
+	GW_CLOSE_TOO_SLOW = 4002,    /* write timeout: it stopped reading */
 };
 
 enum gw_conn_state {
@@ -58,10 +59,10 @@ enum gw_conn_state {
 	GW_CONN_DEAD,     /* detached from its socket */
 };
 
-/* What conn_housekeep did. */
+/* What conn_housekeep found. */
 enum gw_housekeep {
 	GW_HK_NONE,            /* nothing: c is fine */
-	GW_HK_WRITE_TIMEOUT,   /* aborted: output made no progress for write_timeout */
+	GW_HK_WRITE_TIMEOUT,   /* its output made no progress for write_timeout: drop it */
 	GW_HK_CLOSE_EXPIRED,   /* aborted: the peer did not finish closing in time */
 };
 
@@ -81,6 +82,7 @@ struct gw_conn {
 	enum gw_key_kind key;  /* which key opened it */
 	int64_t created_ms;    /* monotonic */
 	int refs;              /* atomic */
+	size_t out_max;        /* pending output past which it is dropped */
 
 	/* conn.c, under lock: the socket and its output */
 	pthread_mutex_t lock;
@@ -143,7 +145,7 @@ void conn_unref(struct gw_conn *c);   /* NULL is fine */
 int conn_attach(struct gw_conn *c, int fd);
 
 /* Appends one frame. Returns 0, or -1 if c is closing/dead or its output
- * is over GW_OUT_MAX (then the peer is aborted). Does not send: call
+ * is over its out_max (then the peer is aborted). Does not send: call
  * conn_flush(), or defer_add() (defer.h). */
 int conn_queue(struct gw_conn *c, enum gw_opcode op, const void *data, size_t len);
 
@@ -173,16 +175,26 @@ int conn_send(struct gw_conn *c, enum gw_opcode op, const void *data, size_t len
  * sends no close frame. */
 void conn_close(struct gw_conn *c, int code, const char *reason, int grace_ms);
 
+/* Drops a peer that does not keep up, without losing what it may still
+ * read: output stops at the end of the frame being sent, a close frame
+ * (code, reason) follows, then FIN; its input is read and ignored until it
+ * closes, for linger_ms at most (never a reset while it may still read).
+ * Returns the messages whose frames were cut off (oldest first, references
+ * move to the caller; *n their count) so they can be delivered again.
+ * NULL with *n 0 if c was closing already. */
+struct gw_msg **conn_drop(struct gw_conn *c, int code, const char *reason, int linger_ms,
+                          size_t *n);
+
 /* Called once by the websocket close handler: the socket is no longer
  * ours. Returns the routed messages the peer had not fully taken, oldest
  * first, as a malloc'd array the caller owns (with their references), and
  * their count in *n (the array may be NULL when *n is 0). */
 struct gw_msg **conn_detach(struct gw_conn *c, size_t *n);
 
-/* Housekeeping for one conn, called by the tick, under one lock: aborts it
- * when its output made no progress for write_timeout_ms or its close grace
- * expired (and says which), frees its output buffers when it has been
- * quiet for 2 s, and tells its state. */
+/* Housekeeping for one conn, called by the tick, under one lock: says
+ * when its output made no progress for write_timeout_ms (the caller drops
+ * it), aborts it when its time to close expired, frees its output buffers
+ * when it has been quiet for 2 s, and tells its state. */
 enum gw_housekeep conn_housekeep(struct gw_conn *c, int64_t now, int64_t write_timeout_ms,
                                  enum gw_conn_state *state);
 

@@ -212,6 +212,9 @@ struct gw_conn *registry_conn_new(const char *remote, enum gw_key_kind key)
 	if (reg.nconns < reg.cfg->max_connections && (c = conn_new()) != NULL) {
 		snprintf(c->remote, sizeof(c->remote), "%s", remote);
 		c->key = key;
+		/* a single allowed message always fits (SPEC 8a) */
+		if (2 * reg.cfg->body_size > c->out_max)
+			c->out_max = 2 * reg.cfg->body_size;
 		c->next = reg.conns;
 		if (reg.conns)
 			reg.conns->prev = c;
@@ -248,16 +251,16 @@ static void unregister(struct gw_conn *c)
 	}
 }
 
-void registry_disconnect(struct gw_conn *c, struct gw_defer *d)
+/* c leaves: out of its slot (told to whoever asked for presence events),
+ * and of msgs (what it was not sent, oldest first; the array is freed) a
+ * mod's go back unless another mod of the channel holds them (it was there
+ * when they came), a bot's all go back. (registry lock) */
+static void leave(struct gw_conn *c, struct gw_msg **msgs, size_t n, struct gw_defer *d)
 {
-	struct gw_msg **unsent;
-	struct gw_channel *ch;
+	struct gw_channel *ch = c->channel;
 	uint64_t held_from = UINT64_MAX;
-	size_t n, k = 0;
+	size_t k = 0;
 
-	pthread_mutex_lock(&reg.lock);
-	unsent = conn_detach(c, &n);
-	ch = c->channel;
 	if (c->registered) {
 		unregister(c);
 		if (c->hs.role == GW_ROLE_MOD)
@@ -265,22 +268,29 @@ void registry_disconnect(struct gw_conn *c, struct gw_defer *d)
 		else
 			notify_mods("bot_disconnected", c->hs.bot_id, d);
 	}
-	/* A mod's unsent messages that another mod of the channel holds (it
-	 * was there when they came) reached the channel; the others, and all
-	 * of a bot's, go back to be delivered to whoever comes next. */
 	for (struct gw_conn *o = ch && c->hs.role == GW_ROLE_MOD ? ch->mods : NULL; o;
 	     o = o->chan_next)
 		held_from = o->from_seq < held_from ? o->from_seq : held_from;
 	for (size_t i = 0; i < n; i++) {
-		if (unsent[i]->seq < held_from)
-			unsent[k++] = unsent[i];
+		if (msgs[i]->seq < held_from)
+			msgs[k++] = msgs[i];
 		else
-			proto_msg_unref(unsent[i]);
+			proto_msg_unref(msgs[i]);
 	}
-	give_back(unsent, k, NULL, 0);
+	give_back(msgs, k, NULL, 0);
 	c->channel = NULL;
 	if (ch)
 		channel_gc(ch);
+}
+
+void registry_disconnect(struct gw_conn *c, struct gw_defer *d)
+{
+	struct gw_msg **unsent;
+	size_t n;
+
+	pthread_mutex_lock(&reg.lock);
+	unsent = conn_detach(c, &n);
+	leave(c, unsent, n, d);
 	pthread_mutex_unlock(&reg.lock);
 }
 
@@ -485,10 +495,23 @@ enum gw_join registry_join(struct gw_conn *c, struct gw_defer *d)
 	return c->key == GW_KEY_MOD ? GW_JOIN_FORBIDDEN : join_bot(c, d);
 }
 
-enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m, int *duplicate,
-                              struct gw_defer *d)
+/* The ack of m, appended to c's output under the registry lock: a close
+ * the registry starts (shutdown, revocation, replacement, a drop) comes
+ * either before the message was routed or after its ack. */
+static void ack(struct gw_conn *c, const struct gw_msg *m, enum gw_status st, int duplicate,
+                struct gw_defer *d)
 {
-	struct gw_channel *ch;
+	char buf[GW_ACK_MAX];
+	size_t n = proto_ack(proto_status_name(st), c->hs.role, m->msg_id, duplicate, buf,
+	                     sizeof(buf));
+
+	if (n && conn_queue(c, GW_OP_TEXT, buf, n) == 0)
+		defer_add(d, c);
+}
+
+enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m, struct gw_defer *d)
+{
+	struct gw_channel *ch = NULL;
 	struct gw_stream *sm;
 	enum gw_status st = GW_STATUS_FAILED;
 	int64_t now = gw_now_real();
@@ -497,12 +520,18 @@ enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m, int *duplicat
 	struct gw_dedup *seen = reg.seen[c->hs.role];
 	struct gw_conn *bot;
 
-	*duplicate = 0;
 	pthread_mutex_lock(&reg.lock);
+	if (conn_closing(c)) {
+		/* what a closing peer still sends is neither routed nor acked: it
+		 * sends it again after it reconnects */
+		pthread_mutex_unlock(&reg.lock);
+		proto_msg_unref(m);
+		return GW_STATUS_FAILED;
+	}
 	if (dedup_seen(seen, m->sender, m->msg_id, &first)) {
 		/* a retry of something already accepted: answer as the first time */
-		*duplicate = 1;
 		reg.duplicates++;
+		ack(c, m, (enum gw_status)first, 1, d);
 		pthread_mutex_unlock(&reg.lock);
 		proto_msg_unref(m);
 		return (enum gw_status)first;
@@ -546,7 +575,10 @@ enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m, int *duplicat
 	}
 	dedup_record(seen, m->sender, m->msg_id, (int)st);
 out:
+	if (ch)
+		channel_gc(ch);   /* a failed first message leaves no channel behind */
 	reg.msgs[dir][st]++;
+	ack(c, m, st, 0, d);
 	pthread_mutex_unlock(&reg.lock);
 	proto_msg_unref(m);
 	return st;
@@ -580,6 +612,23 @@ void registry_pong(struct gw_conn *c)
 	pthread_mutex_unlock(&reg.lock);
 }
 
+/* c stopped reading: it leaves its slot now (a reconnect finds it free)
+ * and what it was not sent goes back, while it may still read what is on
+ * its way and the close frame. (registry lock) */
+static void drop_slow(struct gw_conn *c)
+{
+	struct gw_defer d = GW_DEFER_INIT;
+	struct gw_msg **cut;
+	size_t n;
+
+	log_event(GW_LOG_WARN, "write timeout, dropping peer", "remote", c->remote,
+	          "role", c->registered ? proto_role_name(c->hs.role) : "none", NULL);
+	cut = conn_drop(c, GW_CLOSE_TOO_SLOW, "Too slow.", reg.cfg->read_timeout * 1000, &n);
+	leave(c, cut, n, &d);
+	/* under the registry lock, but a flush never blocks */
+	defer_free(&d);
+}
+
 void registry_tick(int64_t now)
 {
 	const struct gw_config *cfg = reg.cfg;
@@ -593,6 +642,7 @@ void registry_tick(int64_t now)
 		switch (conn_housekeep(c, now, (int64_t)cfg->write_timeout * 1000, &st)) {
 		case GW_HK_WRITE_TIMEOUT:
 			metrics_inc(GW_M_WRITE_TIMEOUTS);
+			drop_slow(c);
 			continue;
 		case GW_HK_CLOSE_EXPIRED:
 			continue;

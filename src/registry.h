@@ -48,13 +48,14 @@ void registry_release(struct gw_conn *c);
  * bot_probe_timeout. */
 enum gw_join registry_join(struct gw_conn *c, struct gw_defer *d);
 
-/* Routes m from c (steals the caller's reference). Returns the status to
- * ack. When the same sender sent m's msg_id within its last dedup_window
- * messages, m is not routed again: *duplicate is set to 1 and the first
- * status is returned. A `failed` message is not remembered (a retry is a new
- * attempt). The recipients are added to d: the caller flushes it. */
-enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m, int *duplicate,
-                              struct gw_defer *d);
+/* Routes m from c (steals the caller's reference) and appends its ack to
+ * c's output; c and the recipients are added to d (the caller flushes it).
+ * Returns the status acked. When the same sender sent m's msg_id within
+ * its last dedup_window messages, m is not routed again: the ack repeats
+ * the first status with "duplicate":true. A `failed` message is not
+ * remembered (a retry is a new attempt). A message from a closing c is
+ * neither routed nor acked (GW_STATUS_FAILED is returned). */
+enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m, struct gw_defer *d);
 
 /* The peer's reader ended: unregisters c and puts what it had not taken
  * back in front of its queues; whoever is told of its leaving goes into d.

@@ -199,28 +199,15 @@ static __attribute__((noinline)) int refuse_rate(struct gw_conn *c, struct gw_ms
 static int on_message(struct gw_session *s, const char *data, size_t len)
 {
 	struct gw_conn *c = s->conn;
-	char id[GW_ID_MAX + 1], buf[GW_ACK_MAX];
 	struct gw_msg *m;
-	enum gw_status st;
-	int duplicate;
-	size_t n;
 
 	if (!s->joined)
 		return on_handshake(s, data, len);
-	/* Closing (revoked, replaced, shutting down, too slow): what it still
-	 * sends is neither routed nor acked, so its sender sends it again
-	 * after it reconnects; a message is either acked or never delivered. */
-	if (conn_closing(c))
-		return 1;
 	if (proto_decode_message(data, len, &c->hs, gw_now_real(), &m, NULL, 0) != GW_OK)
 		return refuse_malformed(c, data, len);
 	if (!rate_ok(s))
 		return refuse_rate(c, m);
-	snprintf(id, sizeof(id), "%s", m->msg_id);
-	st = registry_route(c, m, &duplicate, &s->defer);   /* m is the registry's now */
-	n = proto_ack(proto_status_name(st), c->hs.role, id, duplicate, buf, sizeof(buf));
-	if (conn_queue(c, GW_OP_TEXT, buf, n) == 0)
-		defer_add(&s->defer, c);
+	registry_route(c, m, &s->defer);   /* routes and acks; m is the registry's now */
 	return 1;
 }
 
