@@ -272,6 +272,12 @@ static void del_ok(struct gw_msg *const *v, size_t n)
 	assert_int_equal(store_write(NULL, GW_ROW_QUEUED, v, n, GW_ROW_GONE), 0);
 }
 
+/* A write that sets the state of m's row. */
+static void set_ok(struct gw_msg *m, enum gw_row state)
+{
+	assert_int_equal(store_write(NULL, GW_ROW_QUEUED, &m, 1, state), 0);
+}
+
 static double now_s(void)
 {
 	struct timespec ts;
@@ -664,6 +670,164 @@ static void test_bad_rows_skipped(void **state)
 	for (unsigned i = 0; i < 4; i++)
 		proto_msg_unref(w[i]);
 	proto_msg_unref(m);
+}
+
+/* ---- states and transactions --------------------------------------------- */
+
+/* A row loads in the state last written, by a put or a set; a set is not a
+ * new row (its place in write order stays) and creates none. */
+static void test_states(void **state)
+{
+	struct fixture *f = *state;
+	struct collected c = { .n = 0 };
+	struct gw_msg *a = msg_make(GW_ROLE_MOD, "chan-1", 1, 1, 0);
+	struct gw_msg *b = msg_make(GW_ROLE_BOT, "chan-1", 2, 1, 0);
+	struct gw_msg *d = msg_make(GW_ROLE_MOD, "chan-1", 3, 2, 0);
+	struct gw_msg *missing = key_make(GW_ROLE_MOD, "chan-3", 50);
+	struct gw_msg *v[3] = { a, b, d };
+
+	open_ok(f->path, GW_SYNC_NORMAL);
+	put_ok(a, GW_ROW_QUEUED);
+	assert_int_equal(load(&c), 1);
+	assert_int_equal(c.state[0], GW_ROW_QUEUED);
+	collected_free(&c);
+
+	set_ok(a, GW_ROW_HANDED);
+	assert_int_equal(store_count(), 1);
+	assert_int_equal(load(&c), 1);
+	assert_int_equal(c.state[0], GW_ROW_HANDED);
+	msg_assert_same(c.m[0], a);                 /* the content untouched */
+	collected_free(&c);
+
+	set_ok(a, GW_ROW_QUEUED);                   /* and back */
+	assert_int_equal(load(&c), 1);
+	assert_int_equal(c.state[0], GW_ROW_QUEUED);
+	collected_free(&c);
+
+	/* a put in HANDED; then batches of sets in one write each */
+	put_ok(b, GW_ROW_HANDED);
+	put_ok(d, GW_ROW_QUEUED);
+	assert_int_equal(store_write(NULL, GW_ROW_QUEUED, v, 3, GW_ROW_HANDED), 0);
+	assert_int_equal(load(&c), 3);
+	for (size_t i = 0; i < 3; i++) {
+		msg_assert_same(c.m[i], v[i]);      /* a, b, d: write order kept */
+		assert_int_equal(c.state[i], GW_ROW_HANDED);
+	}
+	collected_free(&c);
+	v[1] = d;                                   /* a and d queued again */
+	assert_int_equal(store_write(NULL, GW_ROW_QUEUED, v, 2, GW_ROW_QUEUED), 0);
+	v[1] = b;
+
+	/* a set of a row that is not there: no error, no row, no counter */
+	set_ok(missing, GW_ROW_HANDED);
+	assert_int_equal(store_count(), 3);
+
+	store_close();
+	open_ok(f->path, GW_SYNC_NORMAL);
+	assert_int_equal(load(&c), 3);
+	msg_assert_same(c.m[0], a);
+	msg_assert_same(c.m[1], b);
+	msg_assert_same(c.m[2], d);
+	assert_int_equal(c.state[0], GW_ROW_QUEUED);
+	assert_int_equal(c.state[1], GW_ROW_HANDED);
+	assert_int_equal(c.state[2], GW_ROW_QUEUED);
+	assert_int_equal(c.ns, 2);
+	assert_int_equal(counter_of(&c, "chan-3", GW_TO_BOT), 0);
+	collected_free(&c);
+
+	/* a put of a row that is there sets its state too */
+	put_ok(b, GW_ROW_QUEUED);
+	assert_int_equal(store_count(), 3);
+	assert_int_equal(load(&c), 3);
+	assert_int_equal(c.state[find(&c, b)], GW_ROW_QUEUED);
+	collected_free(&c);
+	proto_msg_unref(a);
+	proto_msg_unref(b);
+	proto_msg_unref(d);
+	proto_msg_unref(missing);
+}
+
+/* Expects the rows of chan-1 to-bot to be exactly seqs[0..n) in write
+ * order, each in state st, and its counter to be counter. */
+static void chan1_assert(const uint64_t *seqs, size_t n, enum gw_row st, uint64_t counter)
+{
+	struct collected c = { .n = 0 };
+
+	assert_int_equal(store_count(), (int64_t)n);
+	assert_int_equal(load(&c), (int)n);
+	for (size_t i = 0; i < n; i++) {
+		assert_string_equal(c.m[i]->channel_id, "chan-1");
+		assert_int_equal(c.m[i]->from, GW_ROLE_MOD);
+		assert_int_equal(c.m[i]->seq, seqs[i]);
+		assert_int_equal(c.state[i], st);
+	}
+	assert_int_equal(c.ns, 1);
+	assert_int_equal(counter_of(&c, "chan-1", GW_TO_BOT), counter);
+	collected_free(&c);
+}
+
+/* A write with a row and deletions (or sets) is one transaction: all of it
+ * or none of it, whichever part fails. */
+static void test_write_one_transaction(void **state)
+{
+	struct fixture *f = *state;
+	struct gw_msg *m[8], *v[2];
+	char *msg_id;
+	size_t i;
+
+	open_ok(f->path, GW_SYNC_NORMAL);
+	for (i = 1; i < ARRAY_LEN(m); i++)
+		m[i] = msg_make(GW_ROLE_MOD, "chan-1", (unsigned)i, i, 0);
+	m[0] = NULL;
+	for (i = 1; i <= 4; i++)
+		put_ok(m[i], GW_ROW_QUEUED);
+
+	/* both parts */
+	v[0] = m[1];
+	v[1] = m[2];
+	assert_int_equal(store_write(m[5], GW_ROW_QUEUED, v, 2, GW_ROW_GONE), 0);
+	chan1_assert((const uint64_t[]){ 3, 4, 5 }, 3, GW_ROW_QUEUED, 5);
+
+	/* refused before anything is written: a bad put, a bad state, a bad
+	 * set; the deletions are not done either */
+	v[0] = m[3];
+	v[1] = m[4];
+	m[6]->seq = 0;
+	assert_int_equal(store_write(m[6], GW_ROW_QUEUED, v, 2, GW_ROW_GONE), -1);
+	m[6]->seq = 6;
+	assert_int_equal(store_write(m[6], GW_ROW_GONE, v, 2, GW_ROW_GONE), -1);
+	assert_int_equal(store_write(m[6], (enum gw_row)-1, v, 2, GW_ROW_GONE), -1);
+	assert_int_equal(store_write(m[6], GW_ROW_QUEUED, v, 2, (enum gw_row)3), -1);
+	assert_int_equal(store_write(NULL, GW_ROW_QUEUED, v, 2, (enum gw_row)3), -1);
+	chan1_assert((const uint64_t[]){ 3, 4, 5 }, 3, GW_ROW_QUEUED, 5);
+
+	/* a put that passes those checks but not the table's (NOT NULL):
+	 * nothing written, no counter raised, the deletions undone */
+	msg_id = m[6]->msg_id;
+	m[6]->msg_id = NULL;
+	assert_int_equal(store_write(m[6], GW_ROW_QUEUED, v, 2, GW_ROW_GONE), -1);
+	assert_int_equal(store_write(m[6], GW_ROW_QUEUED, v, 2, GW_ROW_HANDED), -1);
+	m[6]->msg_id = msg_id;
+	chan1_assert((const uint64_t[]){ 3, 4, 5 }, 3, GW_ROW_QUEUED, 5);
+
+	/* a deletion (or a set) that fails after the put and another deletion
+	 * were done: a trigger keeps row 4 */
+	store_close();
+	sql_run(f->path,
+	        "CREATE TRIGGER keep_4 BEFORE DELETE ON messages WHEN old.seq = 4"
+	        " BEGIN SELECT RAISE(ABORT, 'row 4 is kept'); END;"
+	        "CREATE TRIGGER still_4 BEFORE UPDATE ON messages WHEN old.seq = 4"
+	        " BEGIN SELECT RAISE(ABORT, 'row 4 stays as it is'); END;");
+	open_ok(f->path, GW_SYNC_NORMAL);
+	assert_int_equal(store_write(m[7], GW_ROW_QUEUED, v, 2, GW_ROW_GONE), -1);
+	chan1_assert((const uint64_t[]){ 3, 4, 5 }, 3, GW_ROW_QUEUED, 5);
+	assert_int_equal(store_write(m[7], GW_ROW_HANDED, v, 2, GW_ROW_HANDED), -1);
+	chan1_assert((const uint64_t[]){ 3, 4, 5 }, 3, GW_ROW_QUEUED, 5);
+	/* and the store goes on: the same write without row 4 */
+	assert_int_equal(store_write(m[7], GW_ROW_QUEUED, v, 1, GW_ROW_GONE), 0);
+	chan1_assert((const uint64_t[]){ 4, 5, 7 }, 3, GW_ROW_QUEUED, 7);
+	for (i = 1; i < ARRAY_LEN(m); i++)
+		proto_msg_unref(m[i]);
 }
 
 /* ---- refusals ------------------------------------------------------------ */
@@ -1078,6 +1242,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_delete_batch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load_stop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_rows_skipped, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_states, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_write_one_transaction, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_locked_by_other_process, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_file, setup, teardown),
