@@ -830,6 +830,126 @@ static void test_write_one_transaction(void **state)
 		proto_msg_unref(m[i]);
 }
 
+/* ---- counters and epoch -------------------------------------------------- */
+
+/* A stream's counter outlives its rows and only goes up. */
+static void test_counters(void **state)
+{
+	struct fixture *f = *state;
+	struct collected c = { .n = 0 };
+	struct gw_msg *m[3], *hi, *lo, *b, *self, *top;
+
+	open_ok(f->path, GW_SYNC_NORMAL);
+	for (unsigned i = 0; i < 3; i++) {
+		m[i] = msg_make(GW_ROLE_MOD, "chan-1", i, i + 1, 0);
+		put_ok(m[i], i ? GW_ROW_HANDED : GW_ROW_QUEUED);
+	}
+	del_ok(m, 3);
+	assert_int_equal(store_count(), 0);
+	assert_int_equal(load(&c), 0);
+	assert_int_equal(c.ns, 1);
+	assert_int_equal(counter_of(&c, "chan-1", GW_TO_BOT), 3);
+	collected_free(&c);
+	store_close();
+	open_ok(f->path, GW_SYNC_NORMAL);
+	assert_int_equal(load(&c), 0);
+	assert_int_equal(counter_of(&c, "chan-1", GW_TO_BOT), 3);
+	collected_free(&c);
+
+	/* seq 5, then seq 3 (and 5 again): the counter stays 5 */
+	hi = msg_make(GW_ROLE_MOD, "chan-1", 5, 5, 0);
+	lo = msg_make(GW_ROLE_MOD, "chan-1", 6, 3, 0);
+	put_ok(hi, GW_ROW_QUEUED);
+	put_ok(lo, GW_ROW_QUEUED);
+	put_ok(hi, GW_ROW_HANDED);
+	assert_int_equal(load(&c), 2);
+	assert_int_equal(counter_of(&c, "chan-1", GW_TO_BOT), 5);
+	collected_free(&c);
+	del_ok(&hi, 1);
+	del_ok(&lo, 1);
+	assert_int_equal(load(&c), 0);
+	assert_int_equal(counter_of(&c, "chan-1", GW_TO_BOT), 5);
+	collected_free(&c);
+
+	/* each stream its own: the other direction, another channel */
+	b = msg_make(GW_ROLE_BOT, "chan-1", 7, 2, 0);
+	put_ok(b, GW_ROW_QUEUED);
+	/* a row written and deleted in one write still counts */
+	self = msg_make(GW_ROLE_MOD, "chan-2", 8, 9, 0);
+	assert_int_equal(store_write(self, GW_ROW_QUEUED, &self, 1, GW_ROW_GONE), 0);
+	/* the largest seq a row can have */
+	top = msg_make(GW_ROLE_BOT, "chan-3", 9, (uint64_t)INT64_MAX, 0);
+	put_ok(top, GW_ROW_QUEUED);
+	store_close();
+	open_ok(f->path, GW_SYNC_NORMAL);
+	assert_int_equal(store_count(), 2);
+	assert_int_equal(load(&c), 2);
+	msg_assert_same(c.m[0], b);
+	msg_assert_same(c.m[1], top);
+	assert_int_equal(c.ns, 4);
+	assert_int_equal(counter_of(&c, "chan-1", GW_TO_BOT), 5);
+	assert_int_equal(counter_of(&c, "chan-1", GW_TO_MOD), 2);
+	assert_int_equal(counter_of(&c, "chan-2", GW_TO_BOT), 9);
+	assert_true(counter_of(&c, "chan-3", GW_TO_MOD) == (uint64_t)INT64_MAX);
+	collected_free(&c);
+	for (unsigned i = 0; i < 3; i++)
+		proto_msg_unref(m[i]);
+	proto_msg_unref(hi);
+	proto_msg_unref(lo);
+	proto_msg_unref(b);
+	proto_msg_unref(self);
+	proto_msg_unref(top);
+}
+
+/* 1 if s is 16 lower-case hex digits. */
+static int epoch_well_formed(const char *s)
+{
+	if (s == NULL || strlen(s) != 16)
+		return 0;
+	for (; *s; s++)
+		if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
+			return 0;
+	return 1;
+}
+
+/* The epoch is made with the file and kept for its life; another file has
+ * another. */
+static void test_epoch(void **state)
+{
+	struct fixture *f = *state;
+	struct gw_msg *m = msg_make(GW_ROLE_MOD, "chan-1", 1, 1, 0);
+	char first[32], other[PATH_MAX + 32];
+
+	assert_null(store_epoch());                  /* closed */
+	open_ok(f->path, GW_SYNC_NORMAL);
+	assert_true(epoch_well_formed(store_epoch()));
+	snprintf(first, sizeof(first), "%s", store_epoch());
+	print_message("    epoch %s\n", first);
+	put_ok(m, GW_ROW_QUEUED);                    /* writes leave it alone */
+	del_ok(&m, 1);
+	assert_string_equal(store_epoch(), first);
+	store_close();
+	assert_null(store_epoch());
+
+	open_ok(f->path, GW_SYNC_FULL);
+	assert_string_equal(store_epoch(), first);
+	store_close();
+
+	snprintf(other, sizeof(other), "%s/other/gateway.db", f->dir);
+	open_ok(other, GW_SYNC_NORMAL);
+	assert_true(epoch_well_formed(store_epoch()));
+	assert_string_not_equal(store_epoch(), first);
+	store_close();
+
+	/* a new file on the same path is a new life */
+	assert_int_equal(unlink(f->path), 0);
+	open_ok(f->path, GW_SYNC_NORMAL);
+	assert_true(epoch_well_formed(store_epoch()));
+	assert_string_not_equal(store_epoch(), first);
+	store_close();
+	proto_msg_unref(m);
+}
+
 /* ---- refusals ------------------------------------------------------------ */
 
 /* A second gateway on the same file: a process forked before this one
@@ -1244,6 +1364,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bad_rows_skipped, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_states, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_one_transaction, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_counters, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_epoch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_locked_by_other_process, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_file, setup, teardown),
