@@ -2,7 +2,8 @@
  * test_store.c - unit tests for store.c: rows round-trip to the same bytes
  * and the same state in write order, keyed by (channel, direction, seq),
  * survive close/reopen and a kill -9 of the writer, memory-only mode,
- * replace/delete idempotence, stream counters that only go up, and
+ * replace/delete idempotence, a write as one transaction, stream counters
+ * that only go up, the epoch, the migration of a version 1 file, and
  * refusals (locked by another process, garbage, corrupt, directory or
  * unreadable path, foreign or newer schema) with one clear line. Prints a
  * puts/s figure.
@@ -950,6 +951,197 @@ static void test_epoch(void **state)
 	proto_msg_unref(m);
 }
 
+/* ---- migration ----------------------------------------------------------- */
+
+/* Creates a version 1 store at path (its folder must exist), as the
+ * gateway before store v2 wrote it: one table keyed by a global seq. */
+static sqlite3 *v1_create(const char *path)
+{
+	sqlite3 *db;
+	char *msg = NULL;
+
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	if (sqlite3_exec(db,
+	                 "PRAGMA application_id = 1212630871; PRAGMA user_version = 1;"
+	                 "CREATE TABLE queue(seq INTEGER PRIMARY KEY, dir INTEGER NOT NULL,"
+	                 " origin INTEGER NOT NULL, channel TEXT NOT NULL,"
+	                 " msg_id TEXT NOT NULL, sender TEXT NOT NULL,"
+	                 " received_ms INTEGER NOT NULL, body BLOB NOT NULL);",
+	                 NULL, NULL, &msg) != SQLITE_OK)
+		fail_msg("v1 schema: %s", msg);
+	return db;
+}
+
+/* Inserts m as a version 1 row with global seq g (msg_id, if not NULL,
+ * instead of m's). */
+static void v1_insert(sqlite3 *db, uint64_t g, const struct gw_msg *m, const char *msg_id)
+{
+	sqlite3_stmt *s;
+
+	assert_int_equal(sqlite3_prepare_v2(db, "INSERT INTO queue VALUES(?1, ?2, ?3, ?4, ?5,"
+	                                    " ?6, ?7, ?8)", -1, &s, NULL), SQLITE_OK);
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)g);
+	sqlite3_bind_int(s, 2, (int)proto_dir_of(m->from));
+	sqlite3_bind_int(s, 3, (int)m->from);
+	sqlite3_bind_text(s, 4, m->channel_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 5, msg_id ? msg_id : m->msg_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 6, m->sender, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 7, m->received_ms);
+	sqlite3_bind_blob64(s, 8, m->body, m->body_len, SQLITE_STATIC);
+	assert_int_equal(sqlite3_step(s), SQLITE_DONE);
+	sqlite3_finalize(s);
+}
+
+/* A version 1 store is migrated once, at open: every row queued, its body
+ * byte for byte, numbered from 1 per stream in the old seq order, the
+ * counters set; the file is then version 2 and opens as such. */
+static void test_migrate_v1(void **state)
+{
+	struct fixture *f = *state;
+	/* inserted in this order; want: the seq in its stream after migration */
+	static const struct {
+		uint64_t g; enum gw_role role; const char *ch; uint64_t want; int bad;
+	} rows[] = {
+		{ 42, GW_ROLE_MOD, "chan-a", 3, 0 },
+		{ 3, GW_ROLE_MOD, "chan-a", 1, 0 },
+		{ 17, GW_ROLE_BOT, "chan-b", 1, 0 },
+		{ 100, GW_ROLE_BOT, "chan-b", 2, 0 },
+		{ 5, GW_ROLE_BOT, "chan-a", 1, 0 },
+		{ 50, GW_ROLE_MOD, "chan-b", 2, 1 },     /* cannot load: still counted */
+		{ 8, GW_ROLE_MOD, "chan-b", 1, 0 },
+		{ 60, GW_ROLE_BOT, "chan-a", 3, 0 },     /* raw bytes in its body */
+		{ 11, GW_ROLE_BOT, "chan-a", 2, 0 },
+		{ 9, GW_ROLE_MOD, "chan-a", 2, 0 },
+	};
+	/* the rows by old seq: 3 5 8 9 11 17 42 (50) 60 100 */
+	static const size_t order[] = { 1, 4, 6, 9, 8, 2, 0, 7, 3 };
+	static const char raw[] = "{\"content\":\"\xc3\xa9\xe2\x98\x83 \\u0000\t\\\"\"";
+	struct collected c = { .n = 0 };
+	struct gw_msg *m[ARRAY_LEN(rows)], *next;
+	char epoch[32], empty[PATH_MAX + 32];
+	sqlite3 *db;
+	size_t i;
+
+	data_dir_make(f);
+	db = v1_create(f->path);
+	for (i = 0; i < ARRAY_LEN(rows); i++) {
+		if (i == 7)
+			m[i] = proto_msg_new(rows[i].role, rows[i].ch, "b-raw", "bot-1", raw,
+			                     sizeof(raw) - 1, NOW_MS + 60, rows[i].g);
+		else
+			m[i] = msg_make(rows[i].role, rows[i].ch, (unsigned)i, rows[i].g, 0);
+		assert_non_null(m[i]);
+		v1_insert(db, rows[i].g, m[i], rows[i].bad ? "m\x01" : NULL);
+	}
+	sqlite3_close(db);
+
+	open_ok(f->path, GW_SYNC_NORMAL);
+	assert_true(epoch_well_formed(store_epoch()));
+	snprintf(epoch, sizeof(epoch), "%s", store_epoch());
+	assert_int_equal(store_count(), 10);             /* the bad row kept */
+	assert_int_equal(load(&c), 9);
+	for (i = 0; i < ARRAY_LEN(order); i++) {
+		struct gw_msg *want = m[order[i]];
+
+		want->seq = rows[order[i]].want;
+		assert_int_equal(c.state[i], GW_ROW_QUEUED);
+		msg_assert_same(c.m[i], want);
+	}
+	assert_int_equal(c.ns, 4);
+	assert_int_equal(counter_of(&c, "chan-a", GW_TO_BOT), 3);
+	assert_int_equal(counter_of(&c, "chan-a", GW_TO_MOD), 3);
+	assert_int_equal(counter_of(&c, "chan-b", GW_TO_BOT), 2);
+	assert_int_equal(counter_of(&c, "chan-b", GW_TO_MOD), 2);
+	collected_free(&c);
+
+	/* the gateway goes on from there */
+	set_ok(m[1], GW_ROW_HANDED);                     /* chan-a to-bot seq 1 */
+	next = msg_make(GW_ROLE_MOD, "chan-a", 77, 4, 0);
+	put_ok(next, GW_ROW_QUEUED);
+	store_close();
+	assert_int_equal(sql_int(f->path, "PRAGMA user_version"), 2);
+	assert_int_equal(sql_int(f->path, "PRAGMA application_id"), 1212630871);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM sqlite_master"
+	                                  " WHERE name LIKE 'queue%'"), 0);
+
+	/* opened again: not migrated again */
+	open_ok(f->path, GW_SYNC_NORMAL);
+	assert_string_equal(store_epoch(), epoch);
+	assert_int_equal(store_count(), 11);
+	assert_int_equal(load(&c), 10);
+	for (i = 0; i < ARRAY_LEN(order); i++) {
+		assert_int_equal(c.state[i], i == 0 ? GW_ROW_HANDED : GW_ROW_QUEUED);
+		msg_assert_same(c.m[i], m[order[i]]);
+	}
+	msg_assert_same(c.m[9], next);
+	assert_int_equal(c.ns, 4);
+	assert_int_equal(counter_of(&c, "chan-a", GW_TO_BOT), 4);
+	assert_int_equal(counter_of(&c, "chan-b", GW_TO_BOT), 2);
+	collected_free(&c);
+	store_close();
+
+	/* an empty version 1 store: no rows, no counters, version 2 */
+	snprintf(empty, sizeof(empty), "%s/data/empty.db", f->dir);
+	sqlite3_close(v1_create(empty));
+	open_ok(empty, GW_SYNC_NORMAL);
+	assert_true(epoch_well_formed(store_epoch()));
+	assert_int_equal(store_count(), 0);
+	assert_int_equal(load(&c), 0);
+	assert_int_equal(c.ns, 0);
+	store_close();
+	assert_int_equal(sql_int(empty, "PRAGMA user_version"), 2);
+
+	for (i = 0; i < ARRAY_LEN(rows); i++)
+		proto_msg_unref(m[i]);
+	proto_msg_unref(next);
+}
+
+/* A version 1 gateway killed with rows only in its WAL: they are migrated
+ * too. */
+static void test_migrate_v1_wal(void **state)
+{
+	struct fixture *f = *state;
+	struct collected c = { .n = 0 };
+	char wal[PATH_MAX + 64];
+	struct stat sb;
+	int status;
+	pid_t pid;
+
+	data_dir_make(f);
+	snprintf(wal, sizeof(wal), "%s-wal", f->path);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		sqlite3 *db = v1_create(f->path);
+
+		if (sqlite3_exec(db, "PRAGMA journal_mode = WAL", NULL, NULL, NULL) != SQLITE_OK)
+			_exit(1);
+		for (unsigned i = 1; i <= 6; i++)
+			v1_insert(db, 10 * i, msg_make(i % 2 ? GW_ROLE_MOD : GW_ROLE_BOT,
+			                               "chan-w", i, 0, 0), NULL);
+		kill(getpid(), SIGKILL);
+		_exit(2);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(stat(wal, &sb), 0);
+	assert_true(sb.st_size > 0);
+
+	open_ok(f->path, GW_SYNC_NORMAL);
+	assert_int_equal(load(&c), 6);
+	for (unsigned i = 1; i <= 6; i++) {
+		struct gw_msg *m = msg_make(i % 2 ? GW_ROLE_MOD : GW_ROLE_BOT, "chan-w", i,
+		                            (i + 1) / 2, 0);
+
+		assert_int_equal(c.state[i - 1], GW_ROW_QUEUED);
+		msg_assert_same(c.m[i - 1], m);
+		proto_msg_unref(m);
+	}
+	assert_int_equal(counter_of(&c, "chan-w", GW_TO_BOT), 3);
+	assert_int_equal(counter_of(&c, "chan-w", GW_TO_MOD), 3);
+	collected_free(&c);
+}
+
 /* ---- refusals ------------------------------------------------------------ */
 
 /* A second gateway on the same file: a process forked before this one
@@ -1366,6 +1558,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_write_one_transaction, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_counters, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_epoch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_migrate_v1, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_migrate_v1_wal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_locked_by_other_process, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_file, setup, teardown),
