@@ -713,6 +713,60 @@ static void test_bad_rows_skipped(void **state)
 	proto_msg_unref(m);
 }
 
+/* Rows that cannot be messages keep their seqs from being given again,
+ * whether their stream's counter knows them or not (a file edited or
+ * damaged by hand, as the version 1 store's max_seq covered every row): a
+ * gateway that goes on from the counters and the rows it got must not
+ * replace them. */
+static void test_bad_rows_counted(void **state)
+{
+	struct fixture *f = *state;
+	struct collected c = { .n = 0 };
+	struct gw_msg *m;
+	uint64_t next, k1, k2, k3;
+
+	open_ok(f->path, GW_SYNC_NORMAL);
+	for (unsigned i = 1; i <= 2; i++) {
+		m = msg_make(GW_ROLE_MOD, "chan-1", i, i, 0);
+		put_ok(m, GW_ROW_QUEUED);
+		proto_msg_unref(m);
+	}
+	store_close();
+	sql_run(f->path,
+	        "INSERT INTO messages(channel, dir, seq, handed, origin, msg_id, sender,"
+	        " received_ms, body) VALUES"
+	        "('chan-1', 0, 5, 0, 0, 'm\x01', 's', 0, X'7B7D'),"   /* control in id */
+	        "('chan-1', 0, 7, 9, 0, 'm', 's', 0, X'7B7D'),"       /* unknown state */
+	        "('chan-2', 1, 4, 0, 1, 'm', 's', 0, X''),"           /* empty body */
+	        "('chan-3', 0, 3, 0, 1, 'm', 's', 0, X'7B7D');");     /* bot's, to bot */
+
+	open_ok(f->path, GW_SYNC_NORMAL);
+	assert_int_equal(load(&c), 2);
+	assert_int_equal(store_count(), 6);
+	/* what the gateway does (channel.c restore_stream and restore_one):
+	 * a stream goes on after its counter and its last loaded row */
+	next = counter_of(&c, "chan-1", GW_TO_BOT);
+	for (size_t i = 0; i < c.n; i++)
+		if (c.m[i]->seq > next)
+			next = c.m[i]->seq;
+	k1 = counter_of(&c, "chan-1", GW_TO_BOT);
+	k2 = counter_of(&c, "chan-2", GW_TO_MOD);
+	k3 = counter_of(&c, "chan-3", GW_TO_BOT);
+	collected_free(&c);
+	for (unsigned i = 1; i <= 5; i++) {
+		m = msg_make(GW_ROLE_MOD, "chan-1", 10 + i, next + i, 0);
+		put_ok(m, GW_ROW_QUEUED);
+		proto_msg_unref(m);
+	}
+	if (store_count() != 6 + 5)
+		fail_msg("bad rows replaced: %" PRId64 " rows, want 11 (chan-1 to-bot went "
+		         "on from seq %" PRIu64 "; its bad rows hold seqs 5 and 7)",
+		         store_count(), next);
+	assert_int_equal(k1, 7);
+	assert_int_equal(k2, 4);
+	assert_int_equal(k3, 3);
+}
+
 /* ---- states and transactions --------------------------------------------- */
 
 /* A row loads in the state last written, by a put or a set; a set is not a
@@ -1596,6 +1650,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_delete_batch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load_stop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_rows_skipped, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_rows_counted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_states, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_one_transaction, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_counters, setup, teardown),
