@@ -370,7 +370,11 @@ static int statements_prepare(sqlite3 *db)
 		{ &st.count, "SELECT count(*) FROM messages" },
 		{ &st.load, "SELECT seq, dir, origin, channel, msg_id, sender, received_ms, body,"
 		            " handed FROM messages ORDER BY id" },
-		{ &st.streams, "SELECT channel, dir, seq FROM streams" },
+		/* a row above its counter (a file edited by hand) still counts:
+		 * its seq is never given again */
+		{ &st.streams, "SELECT channel, dir, max(seq) FROM (SELECT channel, dir, seq"
+		               " FROM streams UNION ALL SELECT channel, dir, seq FROM messages)"
+		               " GROUP BY channel, dir" },
 	};
 	char text[GW_EPOCH_MAX + 1];
 	int rc = SQLITE_OK;
@@ -469,7 +473,8 @@ int store_open(const char *path, enum gw_sync sync, char *err, size_t errlen)
 	rc = statements_prepare(db);
 	if (rc != SQLITE_OK) {
 		open_fail(err, errlen, path, "unexpected table layout (SQLite: %s); "
-		          "move it away or fix it", sqlite3_errmsg(db));
+		          "move it away or fix it", rc == SQLITE_CORRUPT ? "no valid epoch in table meta"
+		                                                         : sqlite3_errmsg(db));
 		statements_finalize();
 		goto fail;
 	}
