@@ -121,7 +121,7 @@ all-tests: $(BINS) $(UNITS) $(ITS) $(CHAOS)
 # mods and a bot check that no acked message is lost, doubled or reordered;
 # the schedule comes from CHAOS_SEED.
 chaos: deps
-	$(Q)$(MAKE) --no-print-directory $(BUILD)/homestead-gateway $(CHAOS)
+	$(Q)$(MAKE) -s --no-print-directory $(BUILD)/homestead-gateway $(CHAOS)
 	$(Q)$(CHAOS) --gateway $(BUILD)/homestead-gateway --seed $(CHAOS_SEED)
 
 asan:
