@@ -1331,6 +1331,10 @@ check_recipients(struct result *r)
 	return order;
 }
 
+/* Every sender's table against what the recipients processed: sent,
+ * acked, lost (each blamed on the recipient boundary that followed it),
+ * missing deliveries at mods that stayed connected; then the recipients'
+ * own findings (gaps, order) and their records (check_recipients). */
 static void
 check_run(struct result *r)
 {
