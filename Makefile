@@ -1,5 +1,5 @@
 # HomesteadGateway - see README.md. Targets: all run test asan tsan fuzz bench bench-compare
-# install clean (and all-tests, fuzzers: what test and fuzz build).
+# chaos install clean (and all-tests, fuzzers: what test and fuzz build).
 # `make run` and `make test` first install what is missing (scripts/deps.sh).
 
 BUILD    ?= build
@@ -7,6 +7,7 @@ PREFIX   ?= /usr/local
 SYSCONFDIR ?= /etc
 FUZZ_SECONDS ?= 20
 TEST_FUZZ_SECONDS ?= 10
+CHAOS_SEED ?= 1
 CC       ?= cc
 SAN      ?=
 WERROR   ?= $(if $(CI),-Werror,)
@@ -62,6 +63,12 @@ TLIB_SRCS := test/wsclient.c test/harness.c test/itutil.c
 TLIB_OBJS := $(TLIB_SRCS:test/%.c=$(BUILD)/test/obj/%.o)
 TEST_OBJS := $(patsubst test/%.c,$(BUILD)/test/obj/%.o,$(UNIT_SRCS) $(IT_SRCS) $(TLIB_SRCS))
 
+# The chaos test (test/chaos.c): not a test_* or it_* name, so run-tests.sh
+# leaves it alone; `make chaos` runs it on its own.
+CHAOS      := $(BUILD)/test/chaos
+CHAOS_OBJS := $(BUILD)/test/obj/chaos.o $(BUILD)/test/obj/harness.o $(BUILD)/test/obj/wsclient.o \
+              $(WSC_OBJS)
+
 # libFuzzer harnesses: clang, objects of their own (every one instrumented)
 # under $(BUILD)/fuzz/obj/, binaries in $(BUILD)/fuzz/. The protocol's sources
 # are a wildcard so that they follow protocol.c's split into proto_*.c and the
@@ -79,8 +86,8 @@ BINS := $(BUILD)/homestead-gateway $(BUILD)/homestead-client $(BUILD)/homestead-
 
 Q := $(if $(V),,@)
 .SECONDARY:
-.PHONY: all deps run test all-tests asan tsan bench bench-compare fuzz fuzzers install uninstall \
-        clean distclean
+.PHONY: all deps run test all-tests chaos asan tsan bench bench-compare fuzz fuzzers install \
+        uninstall clean distclean
 .DEFAULT_GOAL := all
 
 all: $(BINS)
@@ -108,7 +115,14 @@ test: deps
 	$(Q)GW_BIN=$(BUILD)/homestead-gateway sh scripts/run-tests.sh $(BUILD)
 	$(Q)$(if $(SAN),,$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS))
 
-all-tests: $(BINS) $(UNITS) $(ITS)
+all-tests: $(BINS) $(UNITS) $(ITS) $(CHAOS)
+
+# Kills, restarts, resets and stalls the real gateway for about 90 s while
+# mods and a bot check that no acked message is lost, doubled or reordered;
+# the schedule comes from CHAOS_SEED.
+chaos: deps
+	$(Q)$(MAKE) -s --no-print-directory $(BUILD)/homestead-gateway $(CHAOS)
+	$(Q)$(CHAOS) --gateway $(BUILD)/homestead-gateway --seed $(CHAOS_SEED)
 
 asan:
 	$(Q)$(MAKE) --no-print-directory BUILD=build/asan SAN=address,undefined test
@@ -178,6 +192,9 @@ $(BUILD)/test/test_wsclient: $(BUILD)/test/obj/test_wsclient.o $(BUILD)/test/obj
 $(BUILD)/test/it_%: $(BUILD)/test/obj/it_%.o $(TLIB_OBJS) $(WSC_OBJS) $(LIB)
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
 
+$(CHAOS): $(CHAOS_OBJS)
+	$(Q)$(CC) $(LDFLAGS) $^ -o $@
+
 # libFuzzer harnesses for the protocol decoder and the config parser; fuzz
 # runs each FUZZ_SECONDS on a temporary copy of its corpus under test/data/fuzz
 # (scripts/fuzz.sh).
@@ -230,5 +247,5 @@ distclean: clean
 # The compiler's dependency files (-MMD -MP), one beside each object built
 # from our sources; those not made yet are skipped.
 DEPS := $(patsubst %.o,%.d,$(sort $(GW_OBJS) $(filter %.o,$(GATEWAY_OBJS) $(CLIENT_OBJS) \
-          $(BENCH_OBJS)) $(TEST_OBJS) $(FUZZ_PROTOCOL_OBJS) $(FUZZ_CONFIG_OBJS)))
+          $(BENCH_OBJS)) $(TEST_OBJS) $(CHAOS_OBJS) $(FUZZ_PROTOCOL_OBJS) $(FUZZ_CONFIG_OBJS)))
 -include $(DEPS)
