@@ -20,8 +20,12 @@
  * take the slot back, again and again), 2 usage or a handshake the gateway
  * refused as malformed, 3 key refused or revoked.
  *
+ * Resume: the client keeps, per stream it receives, the last seq it printed
+ * and says so in every handshake once the gateway has named its epoch; what
+ * it had printed already is dropped if sent again (client_msg.c).
+ *
  * This file: the options, the signals and the main loop (client.h lists the
- * others: client_conn.c the connection, client_msg.c the modes).
+ * others: client_conn.c the connection, client_msg.c the modes and resume).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -49,8 +53,9 @@ static const char usage[] =
 	"A peer of homestead-gateway. mod and bot send each line of standard input as\n"
 	"a message (a bot line may start with '#CHANNEL ' to pick its channel); sim\n"
 	"sends random chat at random intervals. Every frame received is printed on\n"
-	"standard output as one line of JSON. Reconnects with backoff (1 s ... 30 s)\n"
-	"and resends unacknowledged messages with the same msg_id.\n"
+	"standard output as one line of JSON. Reconnects with backoff (1 s ... 30 s),\n"
+	"resends unacknowledged messages with the same msg_id, and resumes: messages\n"
+	"missed while away are sent again, those already printed are not printed twice.\n"
 	"\n"
 	"  --url URL           ws://host:port/sync (default ws://127.0.0.1:3333/sync)\n"
 	"  --key K             API key (default: $HOMESTEAD_KEY), sent as X-API-Key;\n"
@@ -244,6 +249,7 @@ void finish(struct client *c, int rc)
 	free(c->line);
 	wsc_asm_free(&c->asm_);
 	pending_free(c);
+	positions_free(c);
 	fflush(stdout);
 	exit(rc);
 }

@@ -7,7 +7,8 @@
  *                  dropping it, the backoff before the next attempt
  *   client_msg.c   the modes: stdin lines (mod, bot) and random chat (sim)
  *                  made into messages, the unacknowledged ones kept for a
- *                  resend, and what the gateway's replies mean
+ *                  resend, what the gateway's replies mean, and resume
+ *                  (positions, "since", messages already processed dropped)
  *
  * One thread, one struct client: nothing is locked.
  */
@@ -33,6 +34,14 @@ struct pending {
 	char *json;     /* the message as sent: resent as is */
 	size_t len;
 	int sent;       /* sent on the current connection */
+};
+
+/* A stream this peer receives, by channel (mod: its channel's to-mod
+ * stream; bot: each channel's to-bot stream), and the last seq processed on
+ * it, in the epoch held (struct client's epoch). */
+struct stream {
+	char *channel;
+	long long seq;
 };
 
 struct client {
@@ -63,6 +72,11 @@ struct client {
 	unsigned long long counter;
 	long sim_sent;
 	int64_t sim_next_ms;
+
+	/* resume */
+	char *epoch;               /* the gateway's sequence, NULL until one is named */
+	struct stream *streams;
+	size_t nstreams, scap;
 
 	/* stdin */
 	int stdin_open;
@@ -115,5 +129,11 @@ int read_stdin(struct client *c);
 void sim_tick(struct client *c, int64_t now);
 /* Frees every pending message. */
 void pending_free(struct client *c);
+/* Forgets every position and holds epoch (copied; NULL: none): 0 or -1. */
+int positions_reset(struct client *c, const char *epoch);
+/* Records seq as the last one processed on channel's stream: 0 or -1. */
+int positions_set(struct client *c, const char *channel, long long seq);
+/* Frees the positions and the epoch. */
+void positions_free(struct client *c);
 
 #endif
