@@ -2,7 +2,9 @@
  * client.h - homestead-client's private header: the state the three files
  * share and what each offers the others.
  *
- *   client.c       options, signals, the main loop, exit codes
+ *   client.c       options, signals, the main loop, exit codes, and the
+ *                  --state file (positions read at start, written after
+ *                  each read)
  *   client_conn.c  the connection: connect and upgrade, frames in and out,
  *                  dropping it, the backoff before the next attempt
  *   client_msg.c   the modes: stdin lines (mod, bot) and random chat (sim)
@@ -74,9 +76,12 @@ struct client {
 	int64_t sim_next_ms;
 
 	/* resume */
+	const char *state_path;    /* --state FILE, or NULL: positions in memory only */
 	char *epoch;               /* the gateway's sequence, NULL until one is named */
 	struct stream *streams;
 	size_t nstreams, scap;
+	int state_dirty;           /* positions changed since the file was written */
+	int state_failing;         /* the last write failed (said once) */
 
 	/* stdin */
 	int stdin_open;
@@ -96,8 +101,13 @@ extern volatile sig_atomic_t stop_signal;
 int64_t now_ms(void);
 /* One line on stderr, "homestead-client: " first. */
 void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Closes the socket, frees everything, flushes stdout and exits with rc. */
+/* Writes the --state file, closes the socket, frees everything, flushes
+ * stdout and exits with rc. */
 void finish(struct client *c, int rc) __attribute__((noreturn));
+/* Writes the positions to the --state file if they changed since the last
+ * write (temp file, fsync, rename: the file is always whole). A failure is
+ * said once and tried again at the next call; positions stay in memory. */
+void state_save(struct client *c);
 
 /* ---- client_conn.c -------------------------------------------------------- */
 

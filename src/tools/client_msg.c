@@ -315,6 +315,7 @@ int positions_set(struct client *c, const char *channel, long long seq)
 		c->nstreams++;
 	}
 	st->seq = seq;
+	c->state_dirty = 1;
 	return 0;
 }
 
@@ -326,6 +327,7 @@ int positions_reset(struct client *c, const char *epoch)
 		return -1;
 	positions_free(c);
 	c->epoch = e;
+	c->state_dirty = 1;
 	return 0;
 }
 
@@ -444,7 +446,7 @@ int on_message(struct client *c, const unsigned char *data, size_t len)
 		fputc('\n', stdout);
 	}
 	fflush(stdout);
-	/* printed, then recorded */
+	/* printed, then recorded: the file is written after this read */
 	if (channel && positions_set(c, channel, seq) < 0)
 		say("out of memory: position of channel %s not kept", channel);
 
