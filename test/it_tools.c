@@ -1,9 +1,9 @@
 /*
  * it_tools.c - the companion tools against the real gateway: homestead-client
  * processes driven through pipes (a mod and a bot talking, a reconnect that
- * resends an unacknowledged message with its msg_id, a refused key), and a
- * short homestead-bench run of every scenario. The tools are found beside
- * the gateway binary (gw_binary()). Resume is played
+ * resends an unacknowledged message with its msg_id, a refused key, resume
+ * and --state), and a short homestead-bench run of every scenario. The tools
+ * are found beside the gateway binary (gw_binary()). Resume is also played
  * against a scripted gateway in this file (struct fake): it speaks spec 7a
  * (epoch, seq, since) step by step, as the test says.
  */
@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -57,6 +58,7 @@ static struct gw_proc gw;
 static struct proc procs[PROCS_MAX];
 static struct fake fk = { .lfd = -1, .fd = -1 };
 static char tool_dir[PATH_MAX];
+static char state_dir[64];
 
 static const char *tool(const char *name)
 {
@@ -373,6 +375,73 @@ static json_t *since_of(json_t *hs)
 	return json_object_get(json_object_get(hs, "data"), "since");
 }
 
+/* --- state files ---------------------------------------------------------- */
+
+/* A path in this test's state folder (made on first use, emptied by down). */
+static const char *state_path(const char *name)
+{
+	static char path[128];
+
+	if (!state_dir[0]) {
+		snprintf(state_dir, sizeof(state_dir), "/tmp/it_tools.state.XXXXXX");
+		assert_non_null(mkdtemp(state_dir));
+	}
+	snprintf(path, sizeof(path), "%s/%s", state_dir, name);
+	return path;
+}
+
+static void state_put(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	fputs(text, f);
+	assert_int_equal(fclose(f), 0);
+}
+
+/*
+ * Reads the state file at path until streams[channel] is seq, checking that
+ * every read finds a whole JSON file (it is replaced by rename, never
+ * rewritten in place). Returns it (caller decrefs) or NULL after T.
+ */
+static json_t *state_wait(const char *path, const char *channel, long long seq)
+{
+	int64_t deadline = now_ms() + T;
+	json_error_t jerr;
+	struct stat st;
+	json_t *j;
+
+	while (now_ms() < deadline) {
+		if (stat(path, &st) == 0) {
+			j = json_load_file(path, 0, &jerr);
+			if (!j) {
+				fprintf(stderr, "it_tools: torn state file: %s\n", jerr.text);
+				return NULL;
+			}
+			if (json_integer_value(json_object_get(json_object_get(j, "streams"), channel)) == seq)
+				return j;
+			json_decref(j);
+		}
+		sleep_ms(2);
+	}
+	fprintf(stderr, "it_tools: %s never had %s at %lld\n", path, channel, seq);
+	return NULL;
+}
+
+/* Entries in the state folder (a leftover temp file would show). */
+static int state_files(void)
+{
+	DIR *d = opendir(state_dir);
+	struct dirent *e;
+	int n = 0;
+
+	assert_non_null(d);
+	while ((e = readdir(d)) != NULL)
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
 static int up(void **state)
 {
 	(void)state;
@@ -388,11 +457,22 @@ static int up_fake(void **state)
 
 static int down(void **state)
 {
+	DIR *d;
+	struct dirent *e;
+
 	(void)state;
 	procs_kill_all();
 	fake_close();
 	gw_stop(&gw, SIGTERM, 5000);
 	gw_cleanup(&gw);
+	if (state_dir[0] && (d = opendir(state_dir))) {
+		while ((e = readdir(d)) != NULL)
+			if (e->d_name[0] != '.')
+				unlinkat(dirfd(d), e->d_name, 0);
+		closedir(d);
+		rmdir(state_dir);
+	}
+	state_dir[0] = '\0';
 	return 0;
 }
 
@@ -695,6 +775,207 @@ static void test_client_resume_mod(void **state)
 	assert_int_equal(proc_wait(mod, T), 0);
 }
 
+static void test_client_state_file_bot(void **state)
+{
+	char arg[160], old[160], content[32];
+	const char *path = state_path("bot.json");
+	json_t *hs, *since, *j;
+	struct proc *bot;
+	long long seq;
+
+	(void)state;
+	snprintf(arg, sizeof(arg), "--state=%s", path);
+	snprintf(old, sizeof(old), "%s.old", path);
+	bot = start_peer(fk.port, "bot", "--bot-id=b1", arg, NULL);
+	assert_non_null(bot);
+	hs = fake_accept();   /* no file yet: no positions */
+	assert_non_null(hs);
+	assert_null(since_of(hs));
+	json_decref(hs);
+	fake_send(CONNECTED("bot", "\"epoch\":\"E1\""));
+	fake_msg("mod", "42", 1, "a1");
+	fake_msg("mod", "42", 2, "a2");
+	fake_msg("mod", "43", 1, "b1");
+	assert_string_equal(next_content(bot, T), "a1");
+	assert_string_equal(next_content(bot, T), "a2");
+	assert_string_equal(next_content(bot, T), "b1");
+	j = state_wait(path, "43", 1);
+	assert_non_null(j);
+	assert_string_equal(it_str(j, "type"), "bot");
+	assert_string_equal(it_str(j, "epoch"), "E1");
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "streams"), "42")), 2);
+	json_decref(j);
+	assert_int_equal(link(path, old), 0);   /* a rewrite in place would show there */
+
+	/* killed (nothing written at exit) and started again: the file resumes it */
+	kill(bot->pid, SIGKILL);
+	proc_wait(bot, T);
+	bot = start_peer(fk.port, "bot", "--bot-id=b1", arg, NULL);
+	assert_non_null(bot);
+	hs = fake_accept();
+	since = since_of(hs);
+	assert_string_equal(it_str(since, "epoch"), "E1");
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(since, "channels"), "42")), 2);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(since, "channels"), "43")), 1);
+	json_decref(hs);
+	fake_send(CONNECTED("bot", "\"epoch\":\"E1\",\"resumed\":true"));
+	fake_msg("mod", "42", 2, "a2 again");
+	fake_msg("mod", "43", 1, "b1 again");
+	fake_msg("mod", "42", 3, "a3");
+	assert_string_equal(next_content(bot, T), "a3");
+	j = state_wait(path, "42", 3);
+	assert_non_null(j);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "streams"), "43")), 1);
+	json_decref(j);
+	/* replaced by rename: the old name still holds the old positions */
+	j = state_wait(old, "42", 2);
+	assert_non_null(j);
+	json_decref(j);
+	assert_int_equal(unlink(old), 0);
+
+	/* many writes while this test reads: every read finds a whole file, and
+	 * no temp file is left */
+	for (seq = 4; seq <= 200; seq++) {
+		snprintf(content, sizeof(content), "a%lld", seq);
+		fake_msg("mod", "42", seq, content);
+	}
+	j = state_wait(path, "42", 200);
+	assert_non_null(j);
+	json_decref(j);
+	assert_int_equal(state_files(), 1);
+
+	fake_close();
+	proc_close_stdin(bot);
+	assert_int_equal(proc_wait(bot, T), 0);
+}
+
+static void test_client_bad_state_exits_2(void **state)
+{
+	static const char *const bad[][2] = {
+		{ "{\"type\":\"mod\",", "line 1" },
+		{ "{\"type\":\"bot\",\"epoch\":\"E\",\"streams\":{}}", "a bot's positions" },
+		{ "{\"type\":\"mod\",\"streams\":{}}", "\"epoch\"" },
+		{ "{\"type\":\"mod\",\"epoch\":\"E\",\"streams\":{\"42\":\"x\"}}", "\"streams\"" },
+	};
+	struct pollfd pfd = { .fd = fk.lfd, .events = POLLIN };
+	const char *path = state_path("mod.json");
+	char arg[160];
+	struct proc *p;
+	size_t i;
+
+	(void)state;
+	snprintf(arg, sizeof(arg), "--state=%s", path);
+	for (i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		state_put(path, bad[i][0]);
+		p = start_peer(fk.port, "mod", "--server-id=s1", "--channel=42", arg);
+		assert_non_null(p);
+		assert_int_equal(proc_err_wait(p, "cannot use --state", T), 0);
+		assert_int_equal(proc_err_wait(p, bad[i][1], T), 0);
+		assert_int_equal(proc_wait(p, T), 2);
+	}
+	assert_int_equal(poll(&pfd, 1, 0), 0);   /* none of them connected */
+}
+
+/* --- resume against the real gateway ----------------------------------- */
+
+/* A --state file of another epoch: the gateway takes the handshake's since.
+ * One that speaks 7a names its epoch, which replaces the file's, and its
+ * seq 1 (under the file's 5) is printed all the same; an older one sends no
+ * seq and the file stays as it was. */
+static void test_client_state_handshake_gateway(void **state)
+{
+	const char *path = state_path("mod.json");
+	char arg[160], epoch[128];
+	struct proc *mod;
+	struct ws *bot;
+	json_t *j, *m;
+
+	(void)state;
+	state_put(path, "{\"type\":\"mod\",\"epoch\":\"other\",\"streams\":{\"chan-s\":5}}");
+	snprintf(arg, sizeof(arg), "--state=%s", path);
+	mod = start_peer(gw.port, "mod", "--server-id=srv-s", "--channel=chan-s", arg);
+	assert_non_null(mod);
+	j = proc_line(mod, "\"connected\"", T);
+	assert_non_null(j);
+	snprintf(epoch, sizeof(epoch), "%s", it_str(j, "epoch"));
+	json_decref(j);
+	bot = gw_bot(&gw, "b1");
+	assert_non_null(bot);
+	assert_int_equal(it_bot_send(bot, "b-1", "chan-s", "hello resume"), 0);
+	m = proc_line(mod, "hello resume", T);
+	assert_non_null(m);
+	if (json_is_integer(json_object_get(m, "seq"))) {
+		assert_true(epoch[0] != '\0');
+		j = state_wait(path, "chan-s", json_integer_value(json_object_get(m, "seq")));
+		assert_non_null(j);
+		assert_string_equal(it_str(j, "epoch"), epoch);
+	} else {
+		proc_close_stdin(mod);   /* exit writes what changed: nothing */
+		assert_int_equal(proc_wait(mod, T), 0);
+		j = state_wait(path, "chan-s", 5);
+		assert_non_null(j);
+		assert_string_equal(it_str(j, "epoch"), "other");
+	}
+	json_decref(j);
+	json_decref(m);
+	ws_free(bot);
+	if (mod->pid > 0) {
+		proc_close_stdin(mod);
+		assert_int_equal(proc_wait(mod, T), 0);
+	}
+}
+
+/* A bot restarted with --state prints what it missed and nothing twice. */
+static void test_client_state_restart_gateway(void **state)
+{
+	const char *path = state_path("bot.json");
+	char arg[160], health[512] = "";
+	struct proc *bot;
+	struct ws *mod;
+	json_t *j;
+	int64_t deadline;
+
+	(void)state;
+	snprintf(arg, sizeof(arg), "--state=%s", path);
+	bot = start_peer(gw.port, "bot", "--bot-id=b1", arg, NULL);
+	assert_non_null(bot);
+	j = proc_line(bot, "\"connected\"", T);
+	assert_non_null(j);
+	json_decref(j);
+	mod = gw_mod(&gw, "srv-t", "chan-t");
+	assert_non_null(mod);
+	assert_int_equal(it_mod_send(mod, "t-1", "srv-t", "chan-t", "first"), 0);
+	assert_int_equal(it_mod_send(mod, "t-2", "srv-t", "chan-t", "second"), 0);
+	assert_string_equal(next_content(bot, T), "first");
+	j = proc_line(bot, "second", T);
+	assert_non_null(j);
+	if (json_is_integer(json_object_get(j, "seq"))) {   /* a 7a gateway: wait for the file */
+		json_t *s = state_wait(path, "chan-t", json_integer_value(json_object_get(j, "seq")));
+
+		assert_non_null(s);
+		json_decref(s);
+	}
+	json_decref(j);
+	kill(bot->pid, SIGKILL);
+	proc_wait(bot, T);
+	/* once the gateway has seen the bot go, "third" is queued for it */
+	for (deadline = now_ms() + T; now_ms() < deadline; sleep_ms(20))
+		if (http_get(gw.port, "/health", NULL, health, sizeof(health), T) == 200 &&
+		    strstr(health, "\"bot\":false"))
+			break;
+	assert_non_null(strstr(health, "\"bot\":false"));
+	assert_int_equal(it_mod_send(mod, "t-3", "srv-t", "chan-t", "third"), 0);
+
+	bot = start_peer(gw.port, "bot", "--bot-id=b1", arg, NULL);
+	assert_non_null(bot);
+	assert_string_equal(next_content(bot, T), "third");
+	assert_int_equal(it_mod_send(mod, "t-4", "srv-t", "chan-t", "fourth"), 0);
+	assert_string_equal(next_content(bot, T), "fourth");   /* nothing printed twice between */
+	ws_free(mod);
+	proc_close_stdin(bot);
+	assert_int_equal(proc_wait(bot, T), 0);
+}
+
 /* --- homestead-bench smoke run ---------------------------------------- */
 
 /* Runs one scenario with small counts; its line must say ok. */
@@ -741,6 +1022,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_client_bad_key_exits_3, up, down),
 		cmocka_unit_test_setup_teardown(test_client_usage_errors, up, down),
 		cmocka_unit_test_setup_teardown(test_client_resume_mod, up_fake, down),
+		cmocka_unit_test_setup_teardown(test_client_state_file_bot, up_fake, down),
+		cmocka_unit_test_setup_teardown(test_client_bad_state_exits_2, up_fake, down),
+		cmocka_unit_test_setup_teardown(test_client_state_handshake_gateway, up, down),
+		cmocka_unit_test_setup_teardown(test_client_state_restart_gateway, up, down),
 		cmocka_unit_test_setup_teardown(test_bench_smoke, up, down),
 	};
 	char bin[PATH_MAX];
