@@ -1,9 +1,11 @@
 /*
  * it_tools.c - the companion tools against the real gateway: homestead-client
  * processes driven through pipes (a mod and a bot talking, a reconnect that
- * resends an unacknowledged message with its msg_id, a refused key), and a
- * short homestead-bench run of every scenario. The tools are found beside
- * the gateway binary (gw_binary()).
+ * resends an unacknowledged message with its msg_id, a refused key, resume
+ * and --state), and a short homestead-bench run of every scenario. The tools
+ * are found beside the gateway binary (gw_binary()). Resume is also played
+ * against a scripted gateway in this file (struct fake): it speaks spec 7a
+ * (epoch, seq, since) step by step, as the test says.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,10 +13,12 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <dirent.h>
 #include <signal.h>
@@ -22,11 +26,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "itutil.h"
+#include "wsc.h"
 
 #define T 5000      /* ms: generous wait for a line */
 #define PROCS_MAX 8
@@ -40,11 +47,18 @@ struct proc {
 	size_t len;
 };
 
+/* The scripted gateway: one listening socket, one connection at a time. */
+struct fake {
+	int lfd, fd, port;
+	unsigned char buf[1 << 16];
+	size_t len;
+};
+
 static struct gw_proc gw;
 static struct proc procs[PROCS_MAX];
+static struct fake fk = { .lfd = -1, .fd = -1 };
 static char tool_dir[PATH_MAX];
-
-
+static char state_dir[64];
 
 static const char *tool(const char *name)
 {
@@ -217,18 +231,248 @@ static void procs_kill_all(void)
 		}
 }
 
+/* Waits until the tool's stderr holds needle: 0, or -1 after timeout_ms. */
+static int proc_err_wait(struct proc *p, const char *needle, int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+	char text[8192];
+	ssize_t n;
+	int fd;
+
+	do {
+		if ((fd = open(p->err_path, O_RDONLY | O_CLOEXEC)) >= 0) {
+			n = read(fd, text, sizeof(text) - 1);
+			close(fd);
+			text[n > 0 ? n : 0] = '\0';
+			if (strstr(text, needle))
+				return 0;
+		}
+		sleep_ms(10);
+	} while (now_ms() < deadline);
+	proc_dump(p, needle);
+	return -1;
+}
+
+/* The content of the next message the tool prints ("" if none comes). */
+static const char *next_content(struct proc *p, int timeout_ms)
+{
+	static char content[256];
+	json_t *j = proc_line(p, "\"content\"", timeout_ms);
+
+	snprintf(content, sizeof(content), "%s", j ? it_str(j, "content") : "");
+	json_decref(j);
+	return content;
+}
+
+/* --- the scripted gateway ------------------------------------------------- */
+
+static void fake_close(void)
+{
+	if (fk.fd >= 0)
+		close(fk.fd);
+	if (fk.lfd >= 0)
+		close(fk.lfd);
+	fk.fd = fk.lfd = -1;
+}
+
+/* Listens on a free loopback port (fk.port): 0 or -1. */
+static int fake_listen(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t alen = sizeof(a);
+
+	fk.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fk.lfd < 0 || bind(fk.lfd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+	    listen(fk.lfd, 4) < 0 || getsockname(fk.lfd, (struct sockaddr *)&a, &alen) < 0)
+		return -1;
+	fk.port = ntohs(a.sin_port);
+	return 0;
+}
+
+/* Reads more from the connection, within T: 0, or -1. */
+static int fake_more(void)
+{
+	struct pollfd pfd = { .fd = fk.fd, .events = POLLIN };
+	ssize_t n;
+
+	if (fk.len == sizeof(fk.buf) || poll(&pfd, 1, T) <= 0)
+		return -1;
+	n = recv(fk.fd, fk.buf + fk.len, sizeof(fk.buf) - fk.len, 0);
+	if (n <= 0)
+		return -1;
+	fk.len += (size_t)n;
+	return 0;
+}
+
+/* Sends text as one unmasked text frame (server frames are not masked). */
+static void fake_send(const char *text)
+{
+	unsigned char frame[4 + 4096];
+	size_t len = strlen(text), head = len < 126 ? 2 : 4;
+
+	assert_true(len < 4096);
+	frame[0] = 0x81;
+	frame[1] = (unsigned char)(len < 126 ? len : 126);
+	frame[2] = (unsigned char)(len >> 8);
+	frame[3] = (unsigned char)len;
+	memcpy(frame + head, text, len);
+	assert_int_equal(send(fk.fd, frame, head + len, MSG_NOSIGNAL), (ssize_t)(head + len));
+}
+
+/* Takes the client's next connection: answers its upgrade and returns its
+ * handshake (caller decrefs), or NULL. An earlier connection is dropped
+ * (closed: the client sees its gateway go and reconnects). */
+static json_t *fake_accept(void)
+{
+	char key[64] = "", accept[WSC_ACCEPT_LEN + 1], answer[256], *k, *end;
+	struct pollfd pfd = { .fd = fk.lfd, .events = POLLIN };
+	struct wsc_head h;
+	json_t *j;
+
+	if (fk.fd >= 0)
+		close(fk.fd);
+	fk.len = 0;
+	if (poll(&pfd, 1, T) <= 0 || (fk.fd = accept4(fk.lfd, NULL, NULL, SOCK_CLOEXEC)) < 0)
+		return NULL;
+	do {
+		if (fake_more() < 0)
+			return NULL;
+		fk.buf[fk.len] = '\0';
+	} while (!(end = strstr((char *)fk.buf, "\r\n\r\n")));
+	if ((k = strcasestr((char *)fk.buf, "\r\nSec-WebSocket-Key:")) != NULL)
+		sscanf(k + 20, " %63[^\r]", key);
+	wsc_accept_key(key, accept);
+	snprintf(answer, sizeof(answer), "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+	         "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", accept);
+	send(fk.fd, answer, strlen(answer), MSG_NOSIGNAL);
+	fk.len -= (size_t)(end + 4 - (char *)fk.buf);
+	memmove(fk.buf, end + 4, fk.len);
+	/* the handshake: one masked text frame */
+	while (wsc_head_parse(fk.buf, fk.len, &h) == WSC_MORE || fk.len < h.head_len + h.len)
+		if (fake_more() < 0)
+			return NULL;
+	wsc_mask(fk.buf + h.head_len, (size_t)h.len, h.mask);
+	j = json_loadb((char *)fk.buf + h.head_len, (size_t)h.len, 0, NULL);
+	fk.len -= h.head_len + (size_t)h.len;
+	memmove(fk.buf, fk.buf + h.head_len + h.len, fk.len);
+	return j;
+}
+
+/* A routed message as the gateway sends it, with its seq. */
+static void fake_msg(const char *type, const char *channel, long long seq, const char *content)
+{
+	char text[512];
+
+	snprintf(text, sizeof(text), "{\"type\":\"%s\",\"channel_id\":\"%s\",\"msg_id\":\"m%lld\","
+	         "\"author\":{\"id\":\"a\"},\"content\":\"%s\",\"seq\":%lld}", type, channel, seq,
+	         content, seq);
+	fake_send(text);
+}
+
+/* The handshake's data.since, borrowed from hs (NULL if none). */
+static json_t *since_of(json_t *hs)
+{
+	return json_object_get(json_object_get(hs, "data"), "since");
+}
+
+/* --- state files ---------------------------------------------------------- */
+
+/* A path in this test's state folder (made on first use, emptied by down). */
+static const char *state_path(const char *name)
+{
+	static char path[128];
+
+	if (!state_dir[0]) {
+		snprintf(state_dir, sizeof(state_dir), "/tmp/it_tools.state.XXXXXX");
+		assert_non_null(mkdtemp(state_dir));
+	}
+	snprintf(path, sizeof(path), "%s/%s", state_dir, name);
+	return path;
+}
+
+static void state_put(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	fputs(text, f);
+	assert_int_equal(fclose(f), 0);
+}
+
+/*
+ * Reads the state file at path until streams[channel] is seq, checking that
+ * every read finds a whole JSON file (it is replaced by rename, never
+ * rewritten in place). Returns it (caller decrefs) or NULL after T.
+ */
+static json_t *state_wait(const char *path, const char *channel, long long seq)
+{
+	int64_t deadline = now_ms() + T;
+	json_error_t jerr;
+	struct stat st;
+	json_t *j;
+
+	while (now_ms() < deadline) {
+		if (stat(path, &st) == 0) {
+			j = json_load_file(path, 0, &jerr);
+			if (!j) {
+				fprintf(stderr, "it_tools: torn state file: %s\n", jerr.text);
+				return NULL;
+			}
+			if (json_integer_value(json_object_get(json_object_get(j, "streams"), channel)) == seq)
+				return j;
+			json_decref(j);
+		}
+		sleep_ms(2);
+	}
+	fprintf(stderr, "it_tools: %s never had %s at %lld\n", path, channel, seq);
+	return NULL;
+}
+
+/* Entries in the state folder (a leftover temp file would show). */
+static int state_files(void)
+{
+	DIR *d = opendir(state_dir);
+	struct dirent *e;
+	int n = 0;
+
+	assert_non_null(d);
+	while ((e = readdir(d)) != NULL)
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
 static int up(void **state)
 {
 	(void)state;
 	return gw_start(&gw, NULL);
 }
 
-static int down(void **state)
+/* For the tests that play the gateway themselves. */
+static int up_fake(void **state)
 {
 	(void)state;
+	return fake_listen();
+}
+
+static int down(void **state)
+{
+	DIR *d;
+	struct dirent *e;
+
+	(void)state;
 	procs_kill_all();
+	fake_close();
 	gw_stop(&gw, SIGTERM, 5000);
 	gw_cleanup(&gw);
+	if (state_dir[0] && (d = opendir(state_dir))) {
+		while ((e = readdir(d)) != NULL)
+			if (e->d_name[0] != '.')
+				unlinkat(dirfd(d), e->d_name, 0);
+		closedir(d);
+		rmdir(state_dir);
+	}
+	state_dir[0] = '\0';
 	return 0;
 }
 
@@ -239,6 +483,19 @@ static struct proc *start_mod(const char *sid, const char *channel, const char *
 	                       "--channel", channel, extra, NULL };
 
 	url_of(url, sizeof(url));
+	return proc_start(argv);
+}
+
+/* homestead-client `mode` on 127.0.0.1:port (quick reconnects) with up to
+ * three more arguments (NULL ends them). */
+static struct proc *start_peer(int port, const char *mode, const char *a1, const char *a2,
+                               const char *a3)
+{
+	char url[128];
+	const char *argv[] = { tool("homestead-client"), mode, "--url", url, "--backoff-ms=50",
+	                       a1, a2, a3, NULL };
+
+	snprintf(url, sizeof(url), "ws://127.0.0.1:%d/sync", port);
 	return proc_start(argv);
 }
 
@@ -458,6 +715,267 @@ static void test_client_usage_errors(void **state)
 	assert_int_equal(proc_wait(p, T), 2);
 }
 
+/* --- resume (spec 7a) against the scripted gateway --------------------- */
+
+#define CONNECTED(type, rest) "{\"status\":\"connected\",\"type\":\"" type "\"," rest "}"
+
+static void test_client_resume_mod(void **state)
+{
+	struct proc *mod;
+	json_t *hs, *since;
+
+	(void)state;
+	mod = start_peer(fk.port, "mod", "--server-id=s1", "--channel=42", NULL);
+	assert_non_null(mod);
+	/* the first handshake has no position to give */
+	hs = fake_accept();
+	assert_non_null(hs);
+	assert_string_equal(it_str(json_object_get(hs, "data"), "channel_id"), "42");
+	assert_null(since_of(hs));
+	json_decref(hs);
+	fake_send(CONNECTED("mod", "\"epoch\":\"E1\""));
+	fake_msg("bot", "42", 1, "one");
+	fake_msg("bot", "42", 2, "two");
+	assert_string_equal(next_content(mod, T), "one");
+	assert_string_equal(next_content(mod, T), "two");
+
+	/* dropped: the next handshake says what was printed; a seq not past it
+	 * is not printed again; a message without seq is printed, as before */
+	hs = fake_accept();
+	since = since_of(hs);
+	assert_string_equal(it_str(since, "epoch"), "E1");
+	assert_int_equal(json_integer_value(json_object_get(since, "seq")), 2);
+	json_decref(hs);
+	fake_send(CONNECTED("mod", "\"epoch\":\"E1\",\"resumed\":true"));
+	fake_msg("bot", "42", 2, "two again");
+	fake_msg("bot", "42", 1, "one again");
+	fake_msg("bot", "42", 3, "three");
+	fake_send("{\"type\":\"bot\",\"channel_id\":\"42\",\"msg_id\":\"x\",\"author\":{\"id\":\"a\"},"
+	          "\"content\":\"no seq\"}");
+	assert_string_equal(next_content(mod, T), "three");
+	assert_string_equal(next_content(mod, T), "no seq");
+
+	/* another epoch: positions start again at 0; what was missed is said */
+	hs = fake_accept();
+	since = since_of(hs);
+	assert_int_equal(json_integer_value(json_object_get(since, "seq")), 3);
+	json_decref(hs);
+	fake_send(CONNECTED("mod", "\"epoch\":\"E2\",\"resumed\":false,\"missed\":4"));
+	fake_msg("bot", "42", 1, "new one");
+	assert_string_equal(next_content(mod, T), "new one");
+	assert_int_equal(proc_err_wait(mod, "4 message(s) could not be resumed", T), 0);
+	hs = fake_accept();
+	since = since_of(hs);
+	assert_string_equal(it_str(since, "epoch"), "E2");
+	assert_int_equal(json_integer_value(json_object_get(since, "seq")), 1);
+	json_decref(hs);
+
+	fake_close();   /* no gateway: end of input ends the client at once */
+	proc_close_stdin(mod);
+	assert_int_equal(proc_wait(mod, T), 0);
+}
+
+static void test_client_state_file_bot(void **state)
+{
+	char arg[160], old[160], content[32];
+	const char *path = state_path("bot.json");
+	json_t *hs, *since, *j;
+	struct proc *bot;
+	long long seq;
+
+	(void)state;
+	snprintf(arg, sizeof(arg), "--state=%s", path);
+	snprintf(old, sizeof(old), "%s.old", path);
+	bot = start_peer(fk.port, "bot", "--bot-id=b1", arg, NULL);
+	assert_non_null(bot);
+	hs = fake_accept();   /* no file yet: no positions */
+	assert_non_null(hs);
+	assert_null(since_of(hs));
+	json_decref(hs);
+	fake_send(CONNECTED("bot", "\"epoch\":\"E1\""));
+	fake_msg("mod", "42", 1, "a1");
+	fake_msg("mod", "42", 2, "a2");
+	fake_msg("mod", "43", 1, "b1");
+	assert_string_equal(next_content(bot, T), "a1");
+	assert_string_equal(next_content(bot, T), "a2");
+	assert_string_equal(next_content(bot, T), "b1");
+	j = state_wait(path, "43", 1);
+	assert_non_null(j);
+	assert_string_equal(it_str(j, "type"), "bot");
+	assert_string_equal(it_str(j, "epoch"), "E1");
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "streams"), "42")), 2);
+	json_decref(j);
+	assert_int_equal(link(path, old), 0);   /* a rewrite in place would show there */
+
+	/* killed (nothing written at exit) and started again: the file resumes it */
+	kill(bot->pid, SIGKILL);
+	proc_wait(bot, T);
+	bot = start_peer(fk.port, "bot", "--bot-id=b1", arg, NULL);
+	assert_non_null(bot);
+	hs = fake_accept();
+	since = since_of(hs);
+	assert_string_equal(it_str(since, "epoch"), "E1");
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(since, "channels"), "42")), 2);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(since, "channels"), "43")), 1);
+	json_decref(hs);
+	fake_send(CONNECTED("bot", "\"epoch\":\"E1\",\"resumed\":true"));
+	fake_msg("mod", "42", 2, "a2 again");
+	fake_msg("mod", "43", 1, "b1 again");
+	fake_msg("mod", "42", 3, "a3");
+	assert_string_equal(next_content(bot, T), "a3");
+	j = state_wait(path, "42", 3);
+	assert_non_null(j);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "streams"), "43")), 1);
+	json_decref(j);
+	/* replaced by rename: the old name still holds the old positions */
+	j = state_wait(old, "42", 2);
+	assert_non_null(j);
+	json_decref(j);
+	assert_int_equal(unlink(old), 0);
+
+	/* many writes while this test reads: every read finds a whole file, and
+	 * no temp file is left */
+	for (seq = 4; seq <= 200; seq++) {
+		snprintf(content, sizeof(content), "a%lld", seq);
+		fake_msg("mod", "42", seq, content);
+	}
+	j = state_wait(path, "42", 200);
+	assert_non_null(j);
+	json_decref(j);
+	assert_int_equal(state_files(), 1);
+
+	fake_close();
+	proc_close_stdin(bot);
+	assert_int_equal(proc_wait(bot, T), 0);
+}
+
+static void test_client_bad_state_exits_2(void **state)
+{
+	static const char *const bad[][2] = {
+		{ "{\"type\":\"mod\",", "line 1" },
+		{ "{\"type\":\"bot\",\"epoch\":\"E\",\"streams\":{}}", "a bot's positions" },
+		{ "{\"type\":\"mod\",\"streams\":{}}", "\"epoch\"" },
+		{ "{\"type\":\"mod\",\"epoch\":\"E\",\"streams\":{\"42\":\"x\"}}", "\"streams\"" },
+	};
+	struct pollfd pfd = { .fd = fk.lfd, .events = POLLIN };
+	const char *path = state_path("mod.json");
+	char arg[160];
+	struct proc *p;
+	size_t i;
+
+	(void)state;
+	snprintf(arg, sizeof(arg), "--state=%s", path);
+	for (i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		state_put(path, bad[i][0]);
+		p = start_peer(fk.port, "mod", "--server-id=s1", "--channel=42", arg);
+		assert_non_null(p);
+		assert_int_equal(proc_err_wait(p, "cannot use --state", T), 0);
+		assert_int_equal(proc_err_wait(p, bad[i][1], T), 0);
+		assert_int_equal(proc_wait(p, T), 2);
+	}
+	assert_int_equal(poll(&pfd, 1, 0), 0);   /* none of them connected */
+}
+
+/* --- resume against the real gateway ----------------------------------- */
+
+/* A --state file of another epoch: the gateway takes the handshake's since.
+ * One that speaks 7a names its epoch, which replaces the file's, and its
+ * seq 1 (under the file's 5) is printed all the same; an older one sends no
+ * seq and the file stays as it was. */
+static void test_client_state_handshake_gateway(void **state)
+{
+	const char *path = state_path("mod.json");
+	char arg[160], epoch[128];
+	struct proc *mod;
+	struct ws *bot;
+	json_t *j, *m;
+
+	(void)state;
+	state_put(path, "{\"type\":\"mod\",\"epoch\":\"other\",\"streams\":{\"chan-s\":5}}");
+	snprintf(arg, sizeof(arg), "--state=%s", path);
+	mod = start_peer(gw.port, "mod", "--server-id=srv-s", "--channel=chan-s", arg);
+	assert_non_null(mod);
+	j = proc_line(mod, "\"connected\"", T);
+	assert_non_null(j);
+	snprintf(epoch, sizeof(epoch), "%s", it_str(j, "epoch"));
+	json_decref(j);
+	bot = gw_bot(&gw, "b1");
+	assert_non_null(bot);
+	assert_int_equal(it_bot_send(bot, "b-1", "chan-s", "hello resume"), 0);
+	m = proc_line(mod, "hello resume", T);
+	assert_non_null(m);
+	if (json_is_integer(json_object_get(m, "seq"))) {
+		assert_true(epoch[0] != '\0');
+		j = state_wait(path, "chan-s", json_integer_value(json_object_get(m, "seq")));
+		assert_non_null(j);
+		assert_string_equal(it_str(j, "epoch"), epoch);
+	} else {
+		proc_close_stdin(mod);   /* exit writes what changed: nothing */
+		assert_int_equal(proc_wait(mod, T), 0);
+		j = state_wait(path, "chan-s", 5);
+		assert_non_null(j);
+		assert_string_equal(it_str(j, "epoch"), "other");
+	}
+	json_decref(j);
+	json_decref(m);
+	ws_free(bot);
+	if (mod->pid > 0) {
+		proc_close_stdin(mod);
+		assert_int_equal(proc_wait(mod, T), 0);
+	}
+}
+
+/* A bot restarted with --state prints what it missed and nothing twice. */
+static void test_client_state_restart_gateway(void **state)
+{
+	const char *path = state_path("bot.json");
+	char arg[160], health[512] = "";
+	struct proc *bot;
+	struct ws *mod;
+	json_t *j;
+	int64_t deadline;
+
+	(void)state;
+	snprintf(arg, sizeof(arg), "--state=%s", path);
+	bot = start_peer(gw.port, "bot", "--bot-id=b1", arg, NULL);
+	assert_non_null(bot);
+	j = proc_line(bot, "\"connected\"", T);
+	assert_non_null(j);
+	json_decref(j);
+	mod = gw_mod(&gw, "srv-t", "chan-t");
+	assert_non_null(mod);
+	assert_int_equal(it_mod_send(mod, "t-1", "srv-t", "chan-t", "first"), 0);
+	assert_int_equal(it_mod_send(mod, "t-2", "srv-t", "chan-t", "second"), 0);
+	assert_string_equal(next_content(bot, T), "first");
+	j = proc_line(bot, "second", T);
+	assert_non_null(j);
+	if (json_is_integer(json_object_get(j, "seq"))) {   /* a 7a gateway: wait for the file */
+		json_t *s = state_wait(path, "chan-t", json_integer_value(json_object_get(j, "seq")));
+
+		assert_non_null(s);
+		json_decref(s);
+	}
+	json_decref(j);
+	kill(bot->pid, SIGKILL);
+	proc_wait(bot, T);
+	/* once the gateway has seen the bot go, "third" is queued for it */
+	for (deadline = now_ms() + T; now_ms() < deadline; sleep_ms(20))
+		if (http_get(gw.port, "/health", NULL, health, sizeof(health), T) == 200 &&
+		    strstr(health, "\"bot\":false"))
+			break;
+	assert_non_null(strstr(health, "\"bot\":false"));
+	assert_int_equal(it_mod_send(mod, "t-3", "srv-t", "chan-t", "third"), 0);
+
+	bot = start_peer(gw.port, "bot", "--bot-id=b1", arg, NULL);
+	assert_non_null(bot);
+	assert_string_equal(next_content(bot, T), "third");
+	assert_int_equal(it_mod_send(mod, "t-4", "srv-t", "chan-t", "fourth"), 0);
+	assert_string_equal(next_content(bot, T), "fourth");   /* nothing printed twice between */
+	ws_free(mod);
+	proc_close_stdin(bot);
+	assert_int_equal(proc_wait(bot, T), 0);
+}
+
 /* --- homestead-bench smoke run ---------------------------------------- */
 
 /* Runs one scenario with small counts; its line must say ok. */
@@ -503,6 +1021,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_client_replaced_does_not_flap, up, down),
 		cmocka_unit_test_setup_teardown(test_client_bad_key_exits_3, up, down),
 		cmocka_unit_test_setup_teardown(test_client_usage_errors, up, down),
+		cmocka_unit_test_setup_teardown(test_client_resume_mod, up_fake, down),
+		cmocka_unit_test_setup_teardown(test_client_state_file_bot, up_fake, down),
+		cmocka_unit_test_setup_teardown(test_client_bad_state_exits_2, up_fake, down),
+		cmocka_unit_test_setup_teardown(test_client_state_handshake_gateway, up, down),
+		cmocka_unit_test_setup_teardown(test_client_state_restart_gateway, up, down),
 		cmocka_unit_test_setup_teardown(test_bench_smoke, up, down),
 	};
 	char bin[PATH_MAX];

@@ -20,17 +20,39 @@
  * take the slot back, again and again), 2 usage or a handshake the gateway
  * refused as malformed, 3 key refused or revoked.
  *
- * This file: the options, the signals and the main loop (client.h lists the
- * others: client_conn.c the connection, client_msg.c the modes).
+ * Resume: the client keeps, per stream it receives, the last seq it printed
+ * and says so in every handshake once the gateway has named its epoch; what
+ * it had printed already is dropped if sent again (client_msg.c). With
+ * --state FILE those positions outlive the process, as one JSON object:
+ *
+ *   {"type":"bot","epoch":"5f0c2a9e81d3b7aa","streams":{"42":17,"43":3}}
+ *
+ * type: the role ("mod", also for sim, or "bot": a file is not shared
+ * between roles); epoch: the gateway's sequence the positions belong to;
+ * streams: channel id -> last seq printed on the stream this peer receives
+ * from that channel (a mod's to-mod stream, a bot's to-bot streams). A
+ * missing file means no positions; one that cannot be read is exit 2. It is
+ * written after the messages of each read are printed (a crash in between
+ * prints them again after the restart: never one lost), through a temp file
+ * in the same folder, fsync and rename, so it is always whole.
+ *
+ * This file: the options, the signals, the main loop and the --state file
+ * (client.h lists the others: client_conn.c the connection, client_msg.c
+ * the modes and resume).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,8 +71,9 @@ static const char usage[] =
 	"A peer of homestead-gateway. mod and bot send each line of standard input as\n"
 	"a message (a bot line may start with '#CHANNEL ' to pick its channel); sim\n"
 	"sends random chat at random intervals. Every frame received is printed on\n"
-	"standard output as one line of JSON. Reconnects with backoff (1 s ... 30 s)\n"
-	"and resends unacknowledged messages with the same msg_id.\n"
+	"standard output as one line of JSON. Reconnects with backoff (1 s ... 30 s),\n"
+	"resends unacknowledged messages with the same msg_id, and resumes: messages\n"
+	"missed while away are sent again, those already printed are not printed twice.\n"
 	"\n"
 	"  --url URL           ws://host:port/sync (default ws://127.0.0.1:3333/sync)\n"
 	"  --key K             API key (default: $HOMESTEAD_KEY), sent as X-API-Key;\n"
@@ -65,15 +88,20 @@ static const char usage[] =
 	"  --min-interval MS   sim: shortest pause between messages (default 1000)\n"
 	"  --max-interval MS   sim: longest pause between messages (default 5000)\n"
 	"  --count N           sim: stop after N messages (default 0: never)\n"
+	"  --state FILE        keep the resume positions in FILE, so that a restart\n"
+	"                      resumes too: {\"type\":\"mod|bot\",\"epoch\":E,\n"
+	"                      \"streams\":{\"CHANNEL\":SEQ}} (default: in memory only)\n"
 	"  -h, --help          this help\n"
 	"\n"
 	"Exit status: 0 done; 1 messages left unacknowledged, or replaced by a newer\n"
-	"connection with the same id; 2 usage, or handshake refused as malformed;\n"
-	"3 key refused (HTTP 401, 403) or revoked.\n";
+	"connection with the same id; 2 usage, a --state file that cannot be read, or\n"
+	"handshake refused as malformed; 3 key refused (HTTP 401, 403) or revoked.\n";
 
 static void on_signal(int sig);
 static int parse_int(const char *s, long min, long max, long *out);
 static int parse_args(struct client *c, int argc, char **argv);
+static int state_load(struct client *c);
+static int state_write(const struct client *c, const char *text, size_t len);
 
 int64_t now_ms(void)
 {
@@ -117,7 +145,7 @@ static int parse_int(const char *s, long min, long max, long *out)
 static int parse_args(struct client *c, int argc, char **argv)
 {
 	enum { O_URL = 256, O_KEY, O_SID, O_CHAN, O_BOT, O_AUTHOR, O_NAME, O_RAW, O_WAIT, O_MIN,
-	       O_MAX, O_COUNT, O_BACKOFF, O_READ_TIMEOUT };
+	       O_MAX, O_COUNT, O_STATE, O_BACKOFF, O_READ_TIMEOUT };
 	static const struct option longopts[] = {
 		{ "url", required_argument, NULL, O_URL },
 		{ "key", required_argument, NULL, O_KEY },
@@ -131,6 +159,7 @@ static int parse_args(struct client *c, int argc, char **argv)
 		{ "min-interval", required_argument, NULL, O_MIN },
 		{ "max-interval", required_argument, NULL, O_MAX },
 		{ "count", required_argument, NULL, O_COUNT },
+		{ "state", required_argument, NULL, O_STATE },
 		/* hidden: for tests that cannot wait seconds */
 		{ "backoff-ms", required_argument, NULL, O_BACKOFF },
 		{ "read-timeout", required_argument, NULL, O_READ_TIMEOUT },
@@ -174,6 +203,7 @@ static int parse_args(struct client *c, int argc, char **argv)
 		case O_AUTHOR: c->author_id = optarg; break;
 		case O_NAME: c->author_name = optarg; break;
 		case O_RAW: c->raw = 1; break;
+		case O_STATE: c->state_path = optarg; break;
 		case 'h': fputs(usage, stdout); exit(0);
 		case O_WAIT:
 		case O_MIN:
@@ -229,21 +259,173 @@ static int parse_args(struct client *c, int argc, char **argv)
 		say("--min-interval is over --max-interval");
 		return -1;
 	}
+	if (c->state_path && !*c->state_path) {
+		say("--state needs a file name");
+		return -1;
+	}
 	/* 1 s, 2 s, 4 s ... 30 s; a shorter base scales the cap with it */
 	c->backoff_max_ms = c->backoff_ms * 30;
 	return 0;
+}
+
+/* ---- the --state file ------------------------------------------------------ */
+
+/* Reads the positions of --state FILE, if it exists. 0, or -1 (said why). */
+static int state_load(struct client *c)
+{
+	const char *role = c->mode == MODE_BOT ? "bot" : "mod", *type, *epoch, *channel, *why;
+	json_error_t jerr;
+	json_t *j, *streams, *v;
+	struct stat st;
+	int rc = -1;
+
+	if (stat(c->state_path, &st) < 0 && errno == ENOENT)
+		return 0;   /* no positions yet: the first handshake says nothing */
+	if (S_ISDIR(st.st_mode)) {
+		say("cannot use --state %s: it is a folder", c->state_path);
+		return -1;
+	}
+	if (!(j = json_load_file(c->state_path, JSON_REJECT_DUPLICATES, &jerr))) {
+		if (jerr.line > 0)
+			say("cannot use --state %s: line %d: %s", c->state_path, jerr.line, jerr.text);
+		else
+			say("cannot use --state %s: %s", c->state_path, jerr.text);
+		return -1;
+	}
+	type = json_string_value(json_object_get(j, "type"));
+	epoch = json_string_value(json_object_get(j, "epoch"));
+	streams = json_object_get(j, "streams");
+	why = NULL;
+	if (!json_is_object(j))
+		why = "not a JSON object";
+	else if (!type || (strcmp(type, "mod") != 0 && strcmp(type, "bot") != 0))
+		why = "\"type\" is not \"mod\" or \"bot\"";
+	else if (strcmp(type, role) != 0)
+		why = c->mode == MODE_BOT ? "it holds a mod's positions" : "it holds a bot's positions";
+	else if (!epoch || !*epoch)
+		why = "\"epoch\" is not a non-empty string";
+	else if (!json_is_object(streams))
+		why = "\"streams\" is not an object";
+	if (why)
+		goto out;
+	if (positions_reset(c, epoch) < 0) {
+		why = "out of memory";
+		goto out;
+	}
+	json_object_foreach(streams, channel, v) {
+		if (!*channel || !json_is_integer(v) || json_integer_value(v) < 0) {
+			why = "\"streams\" must map each channel to a seq (an integer >= 0)";
+			goto out;
+		}
+		if (positions_set(c, channel, (long long)json_integer_value(v)) < 0) {
+			why = "out of memory";
+			goto out;
+		}
+	}
+	c->state_dirty = 0;   /* as on disk */
+	rc = 0;
+out:
+	if (why)
+		say("cannot use --state %s: %s", c->state_path, why);
+	json_decref(j);
+	return rc;
+}
+
+/* Replaces the --state file with text: a temp file beside it, fsync,
+ * rename, fsync of the folder. 0, or -1 with errno set. */
+static int state_write(const struct client *c, const char *text, size_t len)
+{
+	char tmp[PATH_MAX], dir[PATH_MAX];
+	size_t off = 0;
+	ssize_t n;
+	int fd, dfd, err;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp-XXXXXX", c->state_path) >= (int)sizeof(tmp)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	if ((fd = mkstemp(tmp)) < 0)
+		return -1;
+	while (off < len) {
+		n = write(fd, text + off, len - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;
+			goto fail;
+		}
+		off += (size_t)n;
+	}
+	if (fsync(fd) < 0 || close(fd) < 0) {
+		fd = -1;
+		goto fail;
+	}
+	fd = -1;
+	if (rename(tmp, c->state_path) < 0)
+		goto fail;
+	/* the rename itself is durable once the folder is */
+	snprintf(dir, sizeof(dir), "%s", c->state_path);
+	if ((dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+		fsync(dfd);
+		close(dfd);
+	}
+	return 0;
+fail:
+	err = errno;
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	errno = err;
+	return -1;
+}
+
+void state_save(struct client *c)
+{
+	json_t *j, *streams;
+	char *text = NULL;
+	size_t i;
+	int rc = -1;
+
+	if (!c->state_path || !c->state_dirty || !c->epoch)
+		return;
+	streams = json_object();
+	for (i = 0; streams && i < c->nstreams; i++)
+		if (json_object_set_new(streams, c->streams[i].channel,
+		                        json_integer(c->streams[i].seq)) < 0)
+			break;
+	j = streams ? json_pack("{s:s, s:s, s:o}", "type", c->mode == MODE_BOT ? "bot" : "mod",
+	                        "epoch", c->epoch, "streams", streams) : NULL;
+	if (j && (text = json_dumps(j, JSON_COMPACT)))
+		rc = state_write(c, text, strlen(text));
+	else
+		errno = ENOMEM;
+	if (rc == 0) {
+		c->state_dirty = 0;
+		if (c->state_failing)
+			say("--state %s written again", c->state_path);
+		c->state_failing = 0;
+	} else if (!c->state_failing) {
+		say("cannot write --state %s: %s (positions kept in memory; trying again)",
+		    c->state_path, strerror(errno));
+		c->state_failing = 1;
+	}
+	free(text);
+	json_decref(j);
 }
 
 /* ---- main loop ------------------------------------------------------------ */
 
 void finish(struct client *c, int rc)
 {
+	state_save(c);
 	if (c->fd >= 0)
 		close(c->fd);
 	free(c->rbuf);
 	free(c->line);
 	wsc_asm_free(&c->asm_);
 	pending_free(c);
+	positions_free(c);
 	fflush(stdout);
 	exit(rc);
 }
@@ -260,6 +442,10 @@ int main(int argc, char **argv)
 	c->fd = -1;
 	if (parse_args(c, argc, argv) < 0) {
 		fputs("Try 'homestead-client --help'.\n", stderr);
+		return EXIT_USAGE;
+	}
+	if (c->state_path && state_load(c) < 0) {
+		positions_free(c);
 		return EXIT_USAGE;
 	}
 	memset(&sa, 0, sizeof(sa));
@@ -341,6 +527,7 @@ int main(int argc, char **argv)
 			rc = recv_some(c);
 			if ((rc < 0 || on_frames(c) < 0) && c->fd >= 0)
 				conn_down(c, "connection lost");
+			state_save(c);   /* what this read printed */
 		}
 		if (in_idx >= 0 && pfd[in_idx].revents && read_stdin(c) < 0) {
 			c->stdin_open = 0;

@@ -2,12 +2,15 @@
  * client.h - homestead-client's private header: the state the three files
  * share and what each offers the others.
  *
- *   client.c       options, signals, the main loop, exit codes
+ *   client.c       options, signals, the main loop, exit codes, and the
+ *                  --state file (positions read at start, written after
+ *                  each read)
  *   client_conn.c  the connection: connect and upgrade, frames in and out,
  *                  dropping it, the backoff before the next attempt
  *   client_msg.c   the modes: stdin lines (mod, bot) and random chat (sim)
  *                  made into messages, the unacknowledged ones kept for a
- *                  resend, and what the gateway's replies mean
+ *                  resend, what the gateway's replies mean, and resume
+ *                  (positions, "since", messages already processed dropped)
  *
  * One thread, one struct client: nothing is locked.
  */
@@ -33,6 +36,14 @@ struct pending {
 	char *json;     /* the message as sent: resent as is */
 	size_t len;
 	int sent;       /* sent on the current connection */
+};
+
+/* A stream this peer receives, by channel (mod: its channel's to-mod
+ * stream; bot: each channel's to-bot stream), and the last seq processed on
+ * it, in the epoch held (struct client's epoch). */
+struct stream {
+	char *channel;
+	long long seq;
 };
 
 struct client {
@@ -64,6 +75,14 @@ struct client {
 	long sim_sent;
 	int64_t sim_next_ms;
 
+	/* resume */
+	const char *state_path;    /* --state FILE, or NULL: positions in memory only */
+	char *epoch;               /* the gateway's sequence, NULL until one is named */
+	struct stream *streams;
+	size_t nstreams, scap;
+	int state_dirty;           /* positions changed since the file was written */
+	int state_failing;         /* the last write failed (said once) */
+
 	/* stdin */
 	int stdin_open;
 	char *line;
@@ -82,8 +101,13 @@ extern volatile sig_atomic_t stop_signal;
 int64_t now_ms(void);
 /* One line on stderr, "homestead-client: " first. */
 void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Closes the socket, frees everything, flushes stdout and exits with rc. */
+/* Writes the --state file, closes the socket, frees everything, flushes
+ * stdout and exits with rc. */
 void finish(struct client *c, int rc) __attribute__((noreturn));
+/* Writes the positions to the --state file if they changed since the last
+ * write (temp file, fsync, rename: the file is always whole). A failure is
+ * said once and tried again at the next call; positions stay in memory. */
+void state_save(struct client *c);
 
 /* ---- client_conn.c -------------------------------------------------------- */
 
@@ -115,5 +139,11 @@ int read_stdin(struct client *c);
 void sim_tick(struct client *c, int64_t now);
 /* Frees every pending message. */
 void pending_free(struct client *c);
+/* Forgets every position and holds epoch (copied; NULL: none): 0 or -1. */
+int positions_reset(struct client *c, const char *epoch);
+/* Records seq as the last one processed on channel's stream: 0 or -1. */
+int positions_set(struct client *c, const char *channel, long long seq);
+/* Frees the positions and the epoch. */
+void positions_free(struct client *c);
 
 #endif

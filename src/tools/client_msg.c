@@ -5,6 +5,14 @@
  * message is kept in the pending list, in order, until its ack comes, and
  * resent with the same msg_id after a reconnect. on_message prints what the
  * gateway sends and settles the pending messages its acks name.
+ *
+ * Resume: the gateway numbers every message it routes ("seq", per channel
+ * and direction) within an "epoch" its connected reply names. The client
+ * keeps, per stream it receives, the last seq it printed; every handshake
+ * after the first epoch is known says so ("since"), and a message whose seq
+ * is not past its stream's position is one already printed: it is dropped.
+ * A connected reply naming another epoch starts every position again at 0.
+ * Messages without seq (an older gateway) are printed and change nothing.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -31,6 +39,10 @@ static void pending_remove(struct client *c, const char *msg_id);
 static char *message_new(struct client *c, const char *channel, const char *content,
                          char *msg_id, size_t idlen);
 static void take_line(struct client *c, char *line, size_t len);
+static struct stream *stream_find(struct client *c, const char *channel);
+static json_t *since_new(struct client *c);
+static void resume_connected(struct client *c, json_t *reply);
+static int resume_seen(struct client *c, json_t *msg, const char **channel, long long *seq);
 
 /* ---- frames out ----------------------------------------------------------- */
 
@@ -46,11 +58,19 @@ static int send_json_text(struct client *c, json_t *j)
 
 int send_handshake(struct client *c)
 {
+	json_t *data;
+
 	if (c->mode == MODE_BOT)
-		return send_json_text(c, json_pack("{s:s, s:{s:s}}", "type", "bot", "data", "bot_id",
-		                                   c->bot_id));
-	return send_json_text(c, json_pack("{s:s, s:{s:s, s:s}}", "type", "mod", "data", "server_id",
-	                                   c->server_id, "channel_id", c->channel));
+		data = json_pack("{s:s}", "bot_id", c->bot_id);
+	else
+		data = json_pack("{s:s, s:s}", "server_id", c->server_id, "channel_id", c->channel);
+	/* once an epoch is known, say where to resume (spec 7a) */
+	if (data && c->epoch && json_object_set_new(data, "since", since_new(c)) < 0) {
+		json_decref(data);
+		return -1;
+	}
+	return send_json_text(c, json_pack("{s:s, s:o}", "type", c->mode == MODE_BOT ? "bot" : "mod",
+	                                   "data", data));
 }
 
 /* Sends every pending message not yet sent on this connection, in order. */
@@ -264,19 +284,156 @@ void sim_tick(struct client *c, int64_t now)
 	}
 }
 
+/* ---- resume --------------------------------------------------------------- */
+
+static struct stream *stream_find(struct client *c, const char *channel)
+{
+	size_t i;
+
+	for (i = 0; i < c->nstreams; i++)
+		if (strcmp(c->streams[i].channel, channel) == 0)
+			return &c->streams[i];
+	return NULL;
+}
+
+int positions_set(struct client *c, const char *channel, long long seq)
+{
+	struct stream *st = stream_find(c, channel);
+	size_t cap;
+
+	if (!st) {
+		if (c->nstreams == c->scap) {
+			cap = c->scap ? c->scap * 2 : 8;
+			if (!(st = realloc(c->streams, cap * sizeof(*st))))
+				return -1;
+			c->streams = st;
+			c->scap = cap;
+		}
+		st = &c->streams[c->nstreams];
+		if (!(st->channel = strdup(channel)))
+			return -1;
+		c->nstreams++;
+	}
+	st->seq = seq;
+	c->state_dirty = 1;
+	return 0;
+}
+
+int positions_reset(struct client *c, const char *epoch)
+{
+	char *e = NULL;
+
+	if (epoch && !(e = strdup(epoch)))
+		return -1;
+	positions_free(c);
+	c->epoch = e;
+	c->state_dirty = 1;
+	return 0;
+}
+
+void positions_free(struct client *c)
+{
+	size_t i;
+
+	for (i = 0; i < c->nstreams; i++)
+		free(c->streams[i].channel);
+	free(c->streams);
+	free(c->epoch);
+	c->streams = NULL;
+	c->epoch = NULL;
+	c->nstreams = c->scap = 0;
+}
+
+/* The handshake's "since" (new reference): mod {epoch, seq} for its
+ * channel; bot {epoch, channels: {C: N}} (channels not listed count as 0). */
+static json_t *since_new(struct client *c)
+{
+	struct stream *st;
+	json_t *ch;
+	size_t i;
+
+	if (c->mode != MODE_BOT) {
+		st = stream_find(c, c->channel);
+		return json_pack("{s:s, s:I}", "epoch", c->epoch, "seq",
+		                 (json_int_t)(st ? st->seq : 0));
+	}
+	if (!(ch = json_object()))
+		return NULL;
+	for (i = 0; i < c->nstreams; i++)
+		if (json_object_set_new(ch, c->streams[i].channel,
+		                        json_integer(c->streams[i].seq)) < 0) {
+			json_decref(ch);
+			return NULL;
+		}
+	return json_pack("{s:s, s:o}", "epoch", c->epoch, "channels", ch);
+}
+
+/* A connected reply: its epoch becomes the one held (positions back to 0
+ * if it is another); a resume that fell short is said. */
+static void resume_connected(struct client *c, json_t *reply)
+{
+	const char *epoch = json_string_value(json_object_get(reply, "epoch"));
+	json_t *missed = json_object_get(reply, "missed");
+	int other;
+
+	if (!epoch || !*epoch)
+		return;   /* a gateway without resume */
+	other = c->epoch && strcmp(c->epoch, epoch) != 0;
+	if ((!c->epoch || other) && positions_reset(c, epoch) < 0)
+		say("out of memory: positions not kept");
+	if (json_is_false(json_object_get(reply, "resumed"))) {
+		if (json_is_integer(missed))
+			say("resume: %lld message(s) could not be resumed%s",
+			    (long long)json_integer_value(missed),
+			    other ? " (the gateway started a new epoch: positions reset)" : "");
+		else
+			say("resume: not resumed%s",
+			    other ? " (the gateway started a new epoch: positions reset)" : "");
+	}
+}
+
+/*
+ * Looks at a routed message's seq. Returns 1 when it was already processed
+ * (seq not past its stream's position: drop it), else 0 with *channel and
+ * *seq set to record it once printed (*channel NULL: nothing to record, no
+ * seq or no epoch). *channel is borrowed from msg or c.
+ */
+static int resume_seen(struct client *c, json_t *msg, const char **channel, long long *seq)
+{
+	json_t *s = json_object_get(msg, "seq");
+	struct stream *st;
+
+	*channel = NULL;
+	if (!c->epoch || !json_is_integer(s) || json_integer_value(s) < 1 ||
+	    json_object_get(msg, "status"))
+		return 0;
+	*seq = (long long)json_integer_value(s);
+	*channel = c->mode == MODE_BOT ? json_string_value(json_object_get(msg, "channel_id")) :
+	           c->channel;
+	if (!*channel)
+		return 0;
+	st = stream_find(c, *channel);
+	return st && *seq <= st->seq;
+}
+
 /* ---- frames in ------------------------------------------------------------ */
 
 /* A text or binary message: printed as one line; acks settle pending ones.
  * Returns -1 when the connection is to be dropped (handshake refused). */
 int on_message(struct client *c, const unsigned char *data, size_t len)
 {
-	const char *status, *id, *msg;
+	const char *status, *id, *msg, *channel;
 	json_error_t jerr;
 	json_t *j, *code;
+	long long seq;
 	char *line;
 
 	if (!(j = json_loadb((const char *)data, len, 0, &jerr))) {
 		say("frame is not JSON (%s): %.*s", jerr.text, (int)(len > 200 ? 200 : len), data);
+		return 0;
+	}
+	if (resume_seen(c, j, &channel, &seq)) {
+		json_decref(j);   /* printed before: the gateway resent it */
 		return 0;
 	}
 	if (memchr(data, '\n', len) || memchr(data, '\r', len)) {
@@ -289,6 +446,9 @@ int on_message(struct client *c, const unsigned char *data, size_t len)
 		fputc('\n', stdout);
 	}
 	fflush(stdout);
+	/* printed, then recorded: the file is written after this read */
+	if (channel && positions_set(c, channel, seq) < 0)
+		say("out of memory: position of channel %s not kept", channel);
 
 	status = json_string_value(json_object_get(j, "status"));
 	id = json_string_value(json_object_get(j, "msg_id"));
@@ -296,6 +456,7 @@ int on_message(struct client *c, const unsigned char *data, size_t len)
 	msg = json_string_value(json_object_get(j, "message"));
 	if (c->state == ST_HANDSHAKE) {
 		if (status && strcmp(status, "connected") == 0) {
+			resume_connected(c, j);
 			c->state = ST_READY;
 			c->attempt = 0;
 			say("connected to %s as %s", c->url.hostport, c->mode == MODE_BOT ? "bot" : "mod");
