@@ -79,8 +79,10 @@ val() {
 
 # Writes $dir/gateway.ini for the gateway on $port with max_connections $1.
 # With $2, queues go to the SQLite file $2 (a fresh one), up to 1 GB;
-# without, they stay in memory.
+# without, they stay in memory. BENCH_HISTORY=N sets [gateway] history
+# (kept messages per stream; the gateway's default when unset).
 write_gw_ini() {
+	history=${BENCH_HISTORY:+history = $BENCH_HISTORY}
 	store="path ="
 	qbytes=64
 	if [ -n "$2" ]; then
@@ -98,6 +100,7 @@ api_key = $HOMESTEAD_KEY
 max_connections = $1
 queue_max = 100000
 queue_bytes_max = $qbytes
+$history
 
 [store]
 $store

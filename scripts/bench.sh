@@ -14,6 +14,7 @@
 #                         msg/s, p99, deliveries/s, bring-up time, cycles/s, MB/s,
 #                         queued msg/s)
 #   BENCH_KEEP=1          keep the temp folder (config, gateway logs)
+#   BENCH_HISTORY=N       the gateway's history (kept messages per stream; 0 = off)
 # Columns: bench = homestead-bench's own CPU (% of one core) while measuring;
 # gw CPU = the gateway's CPU (% of one core) over the same span; gw CPU s and
 # gw peak RSS = the gateway's utime+stime and VmHWM over its whole life

@@ -1442,6 +1442,11 @@ static void check_rebuild(const struct gw_msg *m)
 	assert_true(r->msg_id == (char *)(r + 1));
 	assert_true(r->body > r->sender && r->body[r->body_len] == '\0');
 
+	/* the seq is a send-time field: ,"seq":42 before the final '}' */
+	nb = proto_msg_frame(r, NOW_MS + 5, 0, b, sizeof(b));
+	assert_true(nb < sizeof(b) && nb > 10);
+	assert_memory_equal(b + nb - 10, ",\"seq\":42}", 10);
+	r->seq = m->seq;
 	na = proto_msg_frame(m, NOW_MS + 5, 0, a, sizeof(a));
 	nb = proto_msg_frame(r, NOW_MS + 5, 0, b, sizeof(b));
 	assert_true(na < sizeof(a));
