@@ -230,7 +230,7 @@ static void paused_reader(int resuming)
 	seen_free(&got);
 	ws_free(b);
 	ws_free(m);
-	gw_stop(&gw, SIGTERM, 5000);
+	assert_int_equal(gw_stop(&gw, SIGTERM, 5000), 0);
 	gw_cleanup(&gw);
 }
 
@@ -291,7 +291,7 @@ static void test_mod_dropped_after_another_joined(void **state)
 	ws_free(a);
 	ws_free(b);
 	ws_free(bot);
-	gw_stop(&gw, SIGTERM, 5000);
+	assert_int_equal(gw_stop(&gw, SIGTERM, 5000), 0);
 	gw_cleanup(&gw);
 }
 
@@ -325,7 +325,7 @@ static void test_queued_duplicate_survives_restart(void **state)
 	seen_free(&got);
 	ws_free(m);
 	ws_free(b);
-	gw_stop(&gw, SIGTERM, 5000);
+	assert_int_equal(gw_stop(&gw, SIGTERM, 5000), 0);
 	gw_cleanup(&gw);
 }
 
@@ -352,7 +352,7 @@ static void test_queue_over_64mb_reaches_its_recipient(void **state)
 	ws_free(m);
 	ws_free(b);
 	assert_false(gw_log_contains(&gw, "output limit reached"));
-	gw_stop(&gw, SIGTERM, 5000);
+	assert_int_equal(gw_stop(&gw, SIGTERM, 5000), 0);
 	gw_cleanup(&gw);
 }
 
@@ -444,7 +444,7 @@ static void test_sigterm_acked_or_never_delivered(void **state)
 	free(f.acked);
 	seen_free(&got);
 	ws_free(b);
-	gw_stop(&gw, SIGTERM, 5000);
+	assert_int_equal(gw_stop(&gw, SIGTERM, 5000), 0);
 	gw_cleanup(&gw);
 }
 
@@ -494,7 +494,7 @@ static void test_revoked_acked_or_never_delivered(void **state)
 	seen_free(&got);
 	ws_free(b);
 	ws_free(f.m);
-	gw_stop(&gw, SIGTERM, 5000);
+	assert_int_equal(gw_stop(&gw, SIGTERM, 5000), 0);
 	gw_cleanup(&gw);
 }
 
@@ -564,7 +564,7 @@ static void test_big_flush_stalls_nobody(void **state)
 	ws_free(m);
 	ws_free(m2);
 	ws_free(b);
-	gw_stop(&gw, SIGTERM, 5000);
+	assert_int_equal(gw_stop(&gw, SIGTERM, 5000), 0);
 	gw_cleanup(&gw);
 }
 
@@ -639,7 +639,7 @@ static void test_resume_mod(void **state)
 	seen_free(&got);
 	ws_free(m);
 	ws_free(bot);
-	gw_stop(&gw, SIGTERM, 5000);
+	assert_int_equal(gw_stop(&gw, SIGTERM, 5000), 0);
 	gw_cleanup(&gw);
 }
 
@@ -692,7 +692,7 @@ static void test_resume_bot_after_kill9(void **state)
 	seen_free(&got);
 	ws_free(m1);
 	ws_free(b);
-	gw_stop(&gw, SIGTERM, 5000);
+	assert_int_equal(gw_stop(&gw, SIGTERM, 5000), 0);
 	gw_cleanup(&gw);
 }
 
