@@ -272,7 +272,9 @@ void channel_enqueue(struct gw_channel *ch, struct gw_msg *m, int front)
 	struct gw_msg *old;
 	int err;
 
-	if (front && store_enabled() && !__atomic_exchange_n(&m->stored, 1, __ATOMIC_ACQ_REL))
+	/* a row that says handed (put back, or refused by every recipient)
+	 * says queued again, so that a restart queues it too */
+	if (store_enabled() && !__atomic_exchange_n(&m->stored, 1, __ATOMIC_ACQ_REL))
 		store_write(NULL, GW_ROW_QUEUED, &m, 1, GW_ROW_QUEUED);
 	old = front ? ring_push_front(&st->queue, tab.cfg->queue_max, m, &err)
 	            : ring_push(&st->queue, tab.cfg->queue_max, m, &err);

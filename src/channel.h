@@ -95,8 +95,9 @@ int channel_unkeep(struct gw_channel *ch, struct gw_msg *m);
 /* Queues m (steals the reference): at the back, or with front set at the
  * front (it is older than everything queued: what a dropped peer had not
  * taken). A full queue overwrites its oldest message, counted in dropped;
- * at the front, m itself is the one dropped. Rows of messages put back
- * (front) are marked queued again. Never fails. */
+ * at the front, m itself is the one dropped. A row that said handed (a
+ * message put back, or refused by every recipient) says queued again.
+ * Never fails. */
 void channel_enqueue(struct gw_channel *ch, struct gw_msg *m, int front);
 
 /* Removes the oldest queued message of direction dir (the caller owns it;
