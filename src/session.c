@@ -42,8 +42,7 @@ struct gw_session *session_new(struct gw_conn *c, const struct gw_config *cfg)
 	if (!s)
 		return NULL;
 	s->conn = c;
-	s->cfg = cfg;
-	s->defer = (struct gw_defer)GW_DEFER_INIT;
+	s->cfg = cfg;   /* s->defer is GW_DEFER_INIT: all zero */
 	return s;
 }
 

@@ -95,6 +95,27 @@ static void sanitizer_check(struct gw_proc *p);
 static struct ws *gw_join(struct gw_proc *p, const char *handshake);
 static void json_quote(char *out, size_t cap, const char *s);
 
+int
+gw_config_replace(struct gw_proc *p, const char *from, const char *to)
+{
+	char text[8192], *at;
+	size_t n;
+	FILE *f = fopen(p->config, "r");
+
+	if (!f)
+		return -1;
+	n = fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	text[n] = '\0';
+	if (strlen(from) != strlen(to) || !(at = strstr(text, from)))
+		return -1;
+	memcpy(at, to, strlen(to));
+	if (!(f = fopen(p->config, "w")))
+		return -1;
+	n = fputs(text, f) < 0;
+	return fclose(f) != 0 || n ? -1 : 0;
+}
+
 /* ---- small helpers -------------------------------------------------- */
 
 int64_t

@@ -54,6 +54,11 @@ int gw_stop(struct gw_proc *p, int sig, int timeout_ms);
  * Safe to call twice, and after a failed gw_start. */
 void gw_cleanup(struct gw_proc *p);
 
+/* Replaces the first `from` in p's config file with `to` (same length),
+ * e.g. to rotate a key before a SIGHUP. Returns 0, or -1 if the file
+ * cannot be read or written or holds no `from`. */
+int gw_config_replace(struct gw_proc *p, const char *from, const char *to);
+
 /* 1 if the gateway's console output contains needle. */
 int gw_log_contains(struct gw_proc *p, const char *needle);
 

@@ -458,9 +458,6 @@ static void test_revoked_acked_or_never_delivered(void **state)
 	struct seen got = { 0 };
 	pthread_t th;
 	struct ws *b;
-	char text[4096];
-	size_t n;
-	FILE *fp;
 
 	(void)state;
 	assert_int_equal(gw_start(&gw, QUIET "queue_max = 100000\nmod_key = mod-key-1\n"), 0);
@@ -472,15 +469,7 @@ static void test_revoked_acked_or_never_delivered(void **state)
 	json_decref(it_recv_json(f.m, T, NULL));
 	pthread_create(&th, NULL, flood_main, &f);
 	collect(b, &got, 3000, T, 0);
-	fp = fopen(gw.config, "r");
-	assert_non_null(fp);
-	n = fread(text, 1, sizeof(text) - 1, fp);
-	fclose(fp);
-	text[n] = '\0';
-	memcpy(strstr(text, "mod-key-1"), "mod-key-2", 9);
-	fp = fopen(gw.config, "w");
-	fputs(text, fp);
-	fclose(fp);
+	assert_int_equal(gw_config_replace(&gw, "mod-key-1", "mod-key-2"), 0);
 	kill(gw.pid, SIGHUP);
 	pthread_join(th, NULL);   /* ends with the 1008 */
 	collect(b, &got, 1000000, 1000, 0);

@@ -328,9 +328,6 @@ static void test_role_keys_and_sighup(void **state)
 	struct gw_proc gw;
 	struct ws *w, *keep;
 	int code;
-	char text[4096];
-	FILE *f;
-	size_t n;
 
 	(void)state;
 	assert_int_equal(gw_start(&gw, "[gateway]\nmod_key = mod-key-1\nbot_key = bot-key-1\n"), 0);
@@ -348,14 +345,7 @@ static void test_role_keys_and_sighup(void **state)
 	assert_int_equal(code, 200);
 
 	/* rotate the mod key and reload: the old key's connection ends (1008) */
-	f = fopen(gw.config, "r");
-	n = fread(text, 1, sizeof(text) - 1, f);
-	fclose(f);
-	text[n] = '\0';
-	memcpy(strstr(text, "mod-key-1"), "mod-key-2", 9);
-	f = fopen(gw.config, "w");
-	fputs(text, f);
-	fclose(f);
+	assert_int_equal(gw_config_replace(&gw, "mod-key-1", "mod-key-2"), 0);
 	kill(gw.pid, SIGHUP);
 	assert_int_equal(ws_wait_close(keep, T), 1008);
 	ws_free(keep);
