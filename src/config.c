@@ -99,6 +99,11 @@ static const struct key_spec keys[] = {
 	  "0..100000 messages per channel and direction, 0 = none" },
 	{ "gateway", "history_bytes_max", K_MB, 1, 1024, OFF(history_bytes_max),
 	  "1..1024 MB" },
+	{ "gateway", "request_timeout", K_INT, 1, 86400, OFF(request_timeout),
+	  "1..86400 seconds" },
+	{ "gateway", "max_per_ip", K_UINT, 1, 100000, OFF(max_per_ip), "1..100000" },
+	{ "gateway", "output_bytes_max", K_MB, 1, 1024, OFF(output_bytes_max),
+	  "1..1024 MB" },
 	{ "store", "path", K_PATH, 0, 0, OFF(store_path),
 	  "a file path, relative to this file's folder; empty = memory only" },
 	{ "store", "sync", K_SYNC, 0, 0, OFF(store_sync), "off, normal, full" },
@@ -518,6 +523,9 @@ void config_defaults(struct gw_config *cfg, const char *base_dir)
 	cfg->rate_limit = 0;
 	cfg->history = 1000;
 	cfg->history_bytes_max = 64 * GW_MB;
+	cfg->request_timeout = 10;
+	cfg->max_per_ip = 256;
+	cfg->output_bytes_max = 256 * GW_MB;
 	cfg->store_sync = GW_SYNC_NORMAL;
 	cfg->log_level = GW_LOG_INFO;
 	cfg->log_rotation = 3;

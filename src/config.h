@@ -37,6 +37,9 @@ struct gw_config {
 	unsigned rate_limit;             /* messages/s, 0 = off */
 	unsigned history;                /* delivered messages kept per stream for resume */
 	size_t history_bytes_max;        /* bytes (configured in MB) over all histories */
+	int request_timeout;             /* seconds for a whole HTTP request head */
+	unsigned max_per_ip;             /* sockets at once from one address */
+	size_t output_bytes_max;         /* bytes (configured in MB) unsent over all peers */
 	/* [store] */
 	char store_path[PATH_MAX];       /* absolute, or "" = memory only */
 	enum gw_sync store_sync;

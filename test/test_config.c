@@ -114,6 +114,9 @@ static void assert_config_equal(const struct gw_config *a,
 	assert_int_equal(a->rate_limit, b->rate_limit);
 	assert_int_equal(a->history, b->history);
 	assert_int_equal(a->history_bytes_max, b->history_bytes_max);
+	assert_int_equal(a->request_timeout, b->request_timeout);
+	assert_int_equal(a->max_per_ip, b->max_per_ip);
+	assert_int_equal(a->output_bytes_max, b->output_bytes_max);
 	assert_string_equal(a->store_path, b->store_path);
 	assert_int_equal(a->store_sync, b->store_sync);
 	assert_int_equal(a->log_level, b->log_level);
@@ -186,6 +189,9 @@ static void test_defaults(void **state)
 	assert_int_equal(c.rate_limit, 0);
 	assert_int_equal(c.history, 1000);
 	assert_int_equal(c.history_bytes_max, 64 * GW_MB);
+	assert_int_equal(c.request_timeout, 10);
+	assert_int_equal(c.max_per_ip, 256);
+	assert_int_equal(c.output_bytes_max, 256 * GW_MB);
 	assert_string_equal(c.store_path, "/opt/gw/data/gateway.db");
 	assert_int_equal(c.store_sync, GW_SYNC_NORMAL);
 	assert_int_equal(c.log_level, GW_LOG_INFO);
@@ -308,6 +314,12 @@ static const struct valid_case valid_cases[] = {
 	{ GW("history = 100000"), OF(history), F_UINT, 100000 },
 	{ GW("history_bytes_max = 1"), OF(history_bytes_max), F_SIZE, 1048576 },
 	{ GW("history_bytes_max = 1024"), OF(history_bytes_max), F_SIZE, 1024ULL * 1048576 },
+	{ GW("request_timeout = 1"), OF(request_timeout), F_INT, 1 },
+	{ GW("request_timeout = 86400"), OF(request_timeout), F_INT, 86400 },
+	{ GW("max_per_ip = 1"), OF(max_per_ip), F_UINT, 1 },
+	{ GW("max_per_ip = 100000"), OF(max_per_ip), F_UINT, 100000 },
+	{ GW("output_bytes_max = 1"), OF(output_bytes_max), F_SIZE, 1048576 },
+	{ GW("output_bytes_max = 1024"), OF(output_bytes_max), F_SIZE, 1024ULL * 1048576 },
 	{ "[log]\nrotation = 1\n", OF(log_rotation), F_INT, 1 },
 	{ "[log]\nrotation = 3650\n", OF(log_rotation), F_INT, 3650 },
 };
@@ -464,6 +476,15 @@ static const struct bad_case bad_cases[] = {
 	{ GW("queue_bytes_max = 2048"),
 	  "2: key 'queue_bytes_max' in [gateway]: '2048' is out of range "
 	  "(accepted: 1..1024 MB)" },
+	{ GW("request_timeout = 0"),
+	  "2: key 'request_timeout' in [gateway]: '0' is out of range "
+	  "(accepted: 1..86400 seconds)" },
+	{ GW("max_per_ip = 0"),
+	  "2: key 'max_per_ip' in [gateway]: '0' is out of range (accepted: "
+	  "1..100000)" },
+	{ GW("output_bytes_max = 1025"),
+	  "2: key 'output_bytes_max' in [gateway]: '1025' is out of range "
+	  "(accepted: 1..1024 MB)" },
 	{ GW("queue_max = 0"),
 	  "2: key 'queue_max' in [gateway]: '0' is out of range (accepted: "
 	  "1..100000)" },
@@ -556,7 +577,8 @@ static const struct bad_case bad_cases[] = {
 	  "api_key, websocket, mod_key, bot_key, body_size, queue_max, "
 	  "queue_bytes_max, max_connections, handshake_timeout, ping_interval, "
 	  "read_timeout, write_timeout, bot_probe_timeout, dedup_window, "
-	  "rate_limit, history, history_bytes_max)" },
+	  "rate_limit, history, history_bytes_max, request_timeout, max_per_ip, "
+	  "output_bytes_max)" },
 	{ "[store]\nlevel = info\n",
 	  "2: unknown key 'level' in [store] (accepted: path, sync)" },
 	{ "[log]\nHttp_Port = 1\n",
@@ -649,7 +671,8 @@ static void test_unknown_key_file(void **state)
 		"api_key, websocket, mod_key, bot_key, body_size, queue_max, "
 		"queue_bytes_max, max_connections, handshake_timeout, "
 		"ping_interval, read_timeout, write_timeout, bot_probe_timeout, "
-		"dedup_window, rate_limit, history, history_bytes_max)");
+		"dedup_window, rate_limit, history, history_bytes_max, "
+		"request_timeout, max_per_ip, output_bytes_max)");
 }
 
 /* Refused even though the section has no keys. */
