@@ -492,11 +492,26 @@ static size_t frame_len(const unsigned char *p)
 	return hl + (size_t)len;
 }
 
+/* Stops c's output at the end of the frame being sent: the frames after
+ * it are discarded. Call with no flusher at work. (L) */
+static void cut_output(struct gw_conn *c)
+{
+	size_t at = 0, keep;
+
+	/* `out` holds whole frames from offset 0: keep the one being sent */
+	while (at < c->out_len && at + frame_len(c->out + at) <= c->out_sent)
+		at += frame_len(c->out + at);
+	keep = at < c->out_sent ? at + frame_len(c->out + at) : c->out_sent;
+	c->out_len = keep;
+	c->pend_len = 0;
+	c->appended = c->sent_total + (keep - c->out_sent);
+	c->write_progress_ms = gw_now_mono();   /* the close frame gets its own time */
+}
+
 struct gw_msg **conn_drop(struct gw_conn *c, int code, const char *reason, int linger_ms,
                           size_t *n)
 {
 	struct gw_msg **cut;
-	size_t at = 0, keep;
 
 	*n = 0;
 	pthread_mutex_lock(&c->lock);
@@ -505,15 +520,8 @@ struct gw_msg **conn_drop(struct gw_conn *c, int code, const char *reason, int l
 		return NULL;
 	}
 	wait_flusher(c);
-	/* `out` holds whole frames from offset 0: keep the one being sent */
-	while (at < c->out_len && at + frame_len(c->out + at) <= c->out_sent)
-		at += frame_len(c->out + at);
-	keep = at < c->out_sent ? at + frame_len(c->out + at) : c->out_sent;
-	c->out_len = keep;
-	c->pend_len = 0;
-	c->appended = c->sent_total + (keep - c->out_sent);
+	cut_output(c);
 	cut = take_after(c, c->appended, n);
-	c->write_progress_ms = gw_now_mono();   /* the close frame gets its own time */
 	pthread_mutex_unlock(&c->lock);
 	conn_close(c, code, reason, linger_ms);
 	return cut;
@@ -542,18 +550,18 @@ struct gw_msg **conn_detach(struct gw_conn *c, size_t *n)
 struct gw_msg **conn_takeover(struct gw_conn *c, int code, const char *reason, size_t *n)
 {
 	struct gw_msg **unsent;
-	int drained;
 
 	pthread_mutex_lock(&c->lock);
 	/* no frame may leave after we decide what was not taken */
 	wait_flusher(c);
+	/* the successor gets every message not wholly sent, the one on its way
+	 * included (a resuming client drops the seq it sees twice); the old
+	 * peer still gets that frame's end, so the close frame can follow */
 	unsent = take_unsent(c, n);
-	drained = pending_locked(c) == 0;
-	if (!drained)
-		abort_locked(c);   /* before another byte of those frames leaves */
+	if (c->state != GW_CONN_CLOSING && c->state != GW_CONN_DEAD && c->fd >= 0)
+		cut_output(c);
 	pthread_mutex_unlock(&c->lock);
-	if (drained)
-		conn_close(c, code, reason, GW_CLOSE_GRACE_MS);
+	conn_close(c, code, reason, GW_CLOSE_GRACE_MS);
 	return unsent;
 }
 

@@ -39,16 +39,22 @@ enum gw_opcode {
 	GW_OP_PONG = 10,
 };
 
-/* Close codes the gateway sends (RFC 6455 7.4.1); README has the table. */
+/* Close codes the gateway sends (RFC 6455 7.4.1, SPEC 8a); README has the
+ * table, with whether a client should reconnect after each. */
 enum gw_close_code {
 	GW_CLOSE_NONE = 0,           /* conn_close: no close frame */
-	GW_CLOSE_NORMAL = 1000,      /* after a handshake error, timeouts, replacement */
+	GW_CLOSE_NORMAL = 1000,      /* after a handshake error frame (seed) */
 	GW_CLOSE_GOING_AWAY = 1001,  /* shutdown */
 	GW_CLOSE_PROTOCOL = 1002,    /* RFC 6455 violation */
-	GW_CLOSE_POLICY = 1008,      /* key revoked */
+	GW_CLOSE_BAD_DATA = 1007,    /* invalid UTF-8 where text is required */
+	GW_CLOSE_POLICY = 1008,      /* key revoked: do not reconnect with it */
 	GW_CLOSE_TOO_BIG = 1009,     /* message over body_size */
 	GW_CLOSE_INTERNAL = 1011,    /* out of memory */
-	GW_CLOSE_TOO_SLOW = 4002,    /* write timeout: it stopped reading */
+	GW_CLOSE_REPLACED = 4000,    /* a newer connection took this server_id */
+	GW_CLOSE_READ_TIMEOUT = 4001, /* silent for read_timeout */
+	GW_CLOSE_TOO_SLOW = 4002,    /* write timeout or output over its limit */
+	GW_CLOSE_BOT_REPLACED = 4003, /* a new bot came; this one missed the probe */
+	GW_CLOSE_RATE_LIMIT = 4004,  /* over rate_limit, persistently */
 };
 
 enum gw_conn_state {
@@ -214,8 +220,8 @@ void conn_loop_stop(void);
 
 /* Hands c's place to a successor: returns the routed messages c had not
  * fully sent (oldest first, references move to the caller; *n their count)
- * so the successor can deliver them, then closes c - with a close frame
- * `code` if its output was drained, else at once (it is not keeping up).
+ * so the successor can deliver them, then closes c with `code`: the frame
+ * being sent is finished, the close frame follows, the rest is discarded.
  * After this c sends no more routed messages. */
 struct gw_msg **conn_takeover(struct gw_conn *c, int code, const char *reason, size_t *n);
 

@@ -23,6 +23,19 @@
 
 #include <string.h>
 
+int proto_utf8_valid(const void *s, size_t n)
+{
+	const unsigned char *u = s;
+	size_t i = 0, k;
+
+	while (i < n) {
+		if ((k = utf8_seq(u + i, n - i)) == 0)
+			return 0;
+		i += k;
+	}
+	return 1;
+}
+
 /* An id is what we key, log and compare on: 1..GW_ID_MAX bytes, no C0
  * controls, DEL or C1 controls (U+0080..U+009F, encoded C2 80..C2 9F).
  * s is known to be valid UTF-8 (it came out of Jansson). */

@@ -93,6 +93,9 @@ enum gw_reject proto_decode_handshake(const char *data, size_t len,
  * characters, valid UTF-8), else 0. */
 int proto_id_valid(const char *s, size_t n);
 
+/* 1 if the n bytes at s are valid UTF-8 (RFC 3629), else 0. Pure. */
+int proto_utf8_valid(const void *s, size_t n);
+
 /* Frees what hs holds of its since (the rest stays valid). */
 void proto_handshake_release(struct gw_handshake *hs);
 

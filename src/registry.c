@@ -378,7 +378,7 @@ static enum gw_join join_mod(struct gw_conn *c, struct gw_defer *d)
 		unregister(old);
 		old->channel = NULL;
 		conn_set_why(old, "replaced");
-		stolen = conn_takeover(old, GW_CLOSE_NORMAL, "Replaced by a new connection.", &n);
+		stolen = conn_takeover(old, GW_CLOSE_REPLACED, "Replaced by a new connection.", &n);
 		log_event(GW_LOG_INFO, "mod replaced", "remote", old->remote,
 		          "server_id", old->hs.server_id, "channel", ch->id, NULL);
 	}
@@ -444,7 +444,7 @@ static enum gw_join join_bot(struct gw_conn *c, struct gw_defer *d)
 			}
 			unregister(old);
 			conn_set_why(old, "no answer to probe");
-			stolen = conn_takeover(old, GW_CLOSE_NORMAL, "Replaced: no answer to a probe.", &n);
+			stolen = conn_takeover(old, GW_CLOSE_BOT_REPLACED, "Replaced: no answer to a probe.", &n);
 			log_event(GW_LOG_WARN, "bot did not answer a probe, replaced", "remote", old->remote,
 			          "bot_id", old->hs.bot_id, NULL);
 		}
@@ -663,7 +663,7 @@ void registry_tick(int64_t now)
 				          "role", proto_role_name(c->hs.role), NULL);
 				conn_set_why(c, "read timeout");
 				metrics_inc(GW_M_READ_TIMEOUTS);
-				conn_close(c, GW_CLOSE_NORMAL, "Read timeout.", GW_CLOSE_GRACE_MS);
+				conn_close(c, GW_CLOSE_READ_TIMEOUT, "Read timeout.", GW_CLOSE_GRACE_MS);
 			} else if (now - c->last_ping_ms >= (int64_t)cfg->ping_interval * 1000) {
 				c->last_ping_ms = now;
 				conn_send(c, GW_OP_PING, NULL, 0);

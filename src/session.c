@@ -23,12 +23,18 @@
 #include "registry.h"
 #include "session.h"
 
+/* A peer over rate_limit in this many consecutive seconds is closed (4004):
+ * a burst is refused message by message, a flood ends the connection. */
+#define GW_RATE_PERSIST_S 5
+
 struct gw_session {
 	struct gw_conn *conn;        /* the registry's reference */
 	const struct gw_config *cfg;
 	int joined;                  /* handshake accepted */
 	double tokens;               /* rate_limit bucket: messages that may still pass */
 	int64_t tokens_ms;           /* when it was last refilled (monotonic) */
+	int64_t refused_sec;         /* the last second (monotonic) a message was refused in */
+	int refused_run;             /* consecutive seconds with a refusal, up to it */
 	struct gw_defer defer;       /* flushes held back during a burst */
 	unsigned char *rx;           /* a fragmented message being reassembled */
 	size_t rx_len, rx_cap;
@@ -182,9 +188,11 @@ static __attribute__((noinline)) int refuse_malformed(struct gw_conn *c, const c
 	return 1;
 }
 
-static __attribute__((noinline)) int refuse_rate(struct gw_conn *c, struct gw_msg *m)
+static __attribute__((noinline)) int refuse_rate(struct gw_session *s, struct gw_msg *m)
 {
 	char idjson[GW_ID_MAX * 6 + 8], buf[GW_ID_MAX * 6 + 128];
+	struct gw_conn *c = s->conn;
+	int64_t sec = gw_now_mono() / 1000;
 	size_t n;
 
 	proto_json_string(m->msg_id, idjson, sizeof(idjson));
@@ -192,7 +200,15 @@ static __attribute__((noinline)) int refuse_rate(struct gw_conn *c, struct gw_ms
 	metrics_inc(GW_M_REJECT_429);
 	n = proto_error("Rate limit exceeded.", 429, idjson, buf, sizeof(buf));
 	conn_send(c, GW_OP_TEXT, buf, n);
-	return 1;
+	if (sec != s->refused_sec) {
+		s->refused_run = sec == s->refused_sec + 1 ? s->refused_run + 1 : 1;
+		s->refused_sec = sec;
+	}
+	if (s->refused_run < GW_RATE_PERSIST_S)
+		return 1;
+	log_event(GW_LOG_WARN, "rate limit exceeded persistently, dropping peer", "remote",
+	          c->remote, NULL);
+	return close_with(c, GW_CLOSE_RATE_LIMIT, "Rate limit exceeded.", "rate limit");
 }
 
 static int on_message(struct gw_session *s, const char *data, size_t len)
@@ -205,7 +221,7 @@ static int on_message(struct gw_session *s, const char *data, size_t len)
 	if (proto_decode_message(data, len, &c->hs, gw_now_real(), &m, NULL, 0) != GW_OK)
 		return refuse_malformed(c, data, len);
 	if (!rate_ok(s))
-		return refuse_rate(c, m);
+		return refuse_rate(s, m);
 	registry_route(c, m, &s->defer);   /* routes and acks; m is the registry's now */
 	return 1;
 }
@@ -290,6 +306,9 @@ static int on_frame(struct gw_session *s, int bits, char *data, size_t len)
 
 		if (len == 1 || !valid_close_code(code))
 			return close_with(c, GW_CLOSE_PROTOCOL, "Bad close frame.", "protocol error");
+		if (len > 2 && !proto_utf8_valid(data + 2, len - 2))
+			return close_with(c, GW_CLOSE_BAD_DATA, "Close reason is not UTF-8.",
+			                  "invalid UTF-8");
 		return close_with(c, code, NULL, "closed by peer");
 	}
 	case GW_OP_PING:

@@ -181,7 +181,7 @@ static void test_bot_replaced_when_silent(void **state)
 	b2 = gw_bot(&gw, "b2");
 	assert_non_null(b2);
 	/* the old bot's connection was ended */
-	assert_true(ws_wait_close(b1, T) > 0);
+	assert_int_equal(ws_wait_close(b1, T), 4003);
 	struct ws *m = gw_mod(&gw, "s1", "c1");
 	it_mod_send(m, "x1", "s1", "c1", "to the new bot");
 	j = it_wait_msg(b2, T);
@@ -335,7 +335,7 @@ static void test_same_server_id_replaces(void **state)
 	assert_non_null(old);
 	nw = gw_mod(&gw, "s1", "c1");
 	assert_non_null(nw);
-	assert_int_equal(ws_wait_close(old, T), 1000);
+	assert_int_equal(ws_wait_close(old, T), 4000);
 	b = gw_bot(&gw, "b1");
 	it_bot_send(b, "r1", "c1", "only once");
 	j = it_wait_msg(nw, T);
@@ -659,7 +659,7 @@ static void test_silent_peer_dropped(void **state)
 		}
 		ws_frame_free(&f);
 	}
-	assert_true(code == 1000 || rc == -2);
+	assert_true(code == 4001 || rc == -2);
 	assert_true(gw_log_contains(&gw, "read timeout"));
 	ws_free(m);
 }
