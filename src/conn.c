@@ -21,6 +21,14 @@ struct gw_mark {
 	uint64_t end;         /* stream position just past this message's frame */
 };
 
+struct gw_later {
+	struct gw_msg *msg;
+	uint64_t dropped;
+	size_t live;          /* its frame's bytes if they count (later_bytes), else 0 */
+};
+
+static size_t out_total;   /* atomic: the sum of every conn's charge */
+
 /* The I/O thread's state. */
 static struct {
 	int epfd;
@@ -110,17 +118,22 @@ static void release_marks(struct gw_conn *c)
 		c->mark_head = c->mark_len = 0;
 }
 
-/* Frees the marks of a dead conn without counting them delivered. */
+/* Frees the marks and backlog of a dead conn without counting them
+ * delivered. */
 static void discard_marks(struct gw_conn *c)
 {
 	while (c->mark_head < c->mark_len)
 		proto_msg_unref(c->marks[c->mark_head++].msg);
 	c->mark_head = c->mark_len = 0;
+	while (c->later_head < c->later_len)
+		proto_msg_unref(c->later[c->later_head++].msg);
+	c->later_head = c->later_len = 0;
 }
 
 static void conn_free(struct gw_conn *c)
 {
 	discard_marks(c);
+	free(c->later);
 	free(c->marks);
 	free(c->out);
 	free(c->pend);
@@ -166,6 +179,28 @@ int conn_attach(struct gw_conn *c, int fd)
 static size_t pending_locked(const struct gw_conn *c)
 {
 	return (c->out_len - c->out_sent) + c->pend_len;
+}
+
+/* Brings c's share of the output total up to date. (L) */
+static void recharge(struct gw_conn *c)
+{
+	size_t now = pending_locked(c) + c->later_bytes;
+
+	if (now > c->charge)
+		__atomic_add_fetch(&out_total, now - c->charge, __ATOMIC_RELAXED);
+	else if (now < c->charge)
+		__atomic_sub_fetch(&out_total, c->charge - now, __ATOMIC_RELAXED);
+	c->charge = now;
+}
+
+/* An append failed (over out_max, or no memory): c takes nothing more, so
+ * what it receives has no gap, and the tick drops it (4002). (L) */
+static void over_limit(struct gw_conn *c)
+{
+	if (!c->over_limit)
+		log_event(GW_LOG_WARN, "output limit reached, dropping peer", "remote", c->remote,
+		          NULL);
+	c->over_limit = 1;
 }
 
 /* Makes room for `need` more bytes in `pend`, the buffer appenders fill
@@ -234,7 +269,7 @@ static int queue_locked(struct gw_conn *c, enum gw_opcode op, const void *data, 
 	unsigned char h[10];
 	size_t hl, body;
 
-	if (c->state == GW_CONN_CLOSING || c->state == GW_CONN_DEAD || c->fd < 0)
+	if (c->state == GW_CONN_CLOSING || c->state == GW_CONN_DEAD || c->fd < 0 || c->over_limit)
 		return -1;
 	body = m ? proto_msg_frame(m, now_real, dropped, NULL, 0) : len;
 	hl = frame_header(h, op, body);
@@ -255,7 +290,7 @@ static int queue_locked(struct gw_conn *c, enum gw_opcode op, const void *data, 
 			c->mark_cap = cap;
 		}
 	}
-	if (pend_reserve(c, hl + body + 1) < 0)
+	if (pend_reserve(c, hl + body + c->later_bytes + 1) < 0)
 		goto fail;
 	if (pending_locked(c) == 0)
 		c->write_progress_ms = gw_now_mono();
@@ -278,9 +313,71 @@ static int queue_locked(struct gw_conn *c, enum gw_opcode op, const void *data, 
 fail:
 	/* Too much waiting for this peer, or no memory: drop it rather than
 	 * leave a gap in what it receives. */
-	log_event(GW_LOG_WARN, "output limit reached, dropping peer", "remote", c->remote, NULL);
-	abort_locked(c);
+	over_limit(c);
 	return -1;
+}
+
+/* Appends m to the backlog; `live` if its bytes count against out_max. (L) */
+static int later_add(struct gw_conn *c, struct gw_msg *m, uint64_t dropped, int live)
+{
+	size_t size = 0;
+
+	if (c->state == GW_CONN_CLOSING || c->state == GW_CONN_DEAD || c->fd < 0 || c->over_limit)
+		return -1;
+	if (live) {
+		size = proto_msg_frame(m, gw_now_real(), dropped, NULL, 0) + 10;
+		if (pending_locked(c) + c->later_bytes + size > c->out_max)
+			goto fail;
+	}
+	if (c->later_len == c->later_cap) {
+		size_t cap = c->later_cap ? 2 * c->later_cap : 64;
+		struct gw_later *p;
+
+		if (c->later_head > 0) {
+			memmove(c->later, c->later + c->later_head,
+			        (c->later_len - c->later_head) * sizeof(*c->later));
+			c->later_len -= c->later_head;
+			c->later_head = 0;
+		} else if (!(p = realloc(c->later, cap * sizeof(*p)))) {
+			goto fail;
+		} else {
+			c->later = p;
+			c->later_cap = cap;
+		}
+	}
+	proto_msg_ref(m);
+	c->later[c->later_len].msg = m;
+	c->later[c->later_len].dropped = dropped;
+	c->later[c->later_len].live = size;
+	c->later_len++;
+	c->later_bytes += size;
+	return 0;
+fail:
+	over_limit(c);
+	return -1;
+}
+
+/* Renders the backlog's oldest messages while little output is pending. (L) */
+static void feed_locked(struct gw_conn *c)
+{
+	int64_t now = 0;
+
+	while (c->later_head < c->later_len && pending_locked(c) < GW_FEED_LOW) {
+		struct gw_later *l = &c->later[c->later_head];
+		size_t live = l->live;
+
+		if (!now)
+			now = gw_now_real();
+		c->later_bytes -= live;   /* its frame is what counts now */
+		if (queue_locked(c, GW_OP_TEXT, NULL, 0, l->msg, l->dropped, now) < 0) {
+			c->later_bytes += live;
+			break;
+		}
+		proto_msg_unref(l->msg);
+		c->later_head++;
+	}
+	if (c->later_head == c->later_len)
+		c->later_head = c->later_len = 0;
 }
 
 int conn_queue(struct gw_conn *c, enum gw_opcode op, const void *data, size_t len)
@@ -289,6 +386,7 @@ int conn_queue(struct gw_conn *c, enum gw_opcode op, const void *data, size_t le
 
 	pthread_mutex_lock(&c->lock);
 	rc = queue_locked(c, op, data, len, NULL, 0, 0);
+	recharge(c);
 	pthread_mutex_unlock(&c->lock);
 	return rc;
 }
@@ -298,9 +396,38 @@ int conn_queue_msg(struct gw_conn *c, struct gw_msg *m, uint64_t dropped, int64_
 	int rc;
 
 	pthread_mutex_lock(&c->lock);
-	rc = queue_locked(c, GW_OP_TEXT, NULL, 0, m, dropped, now_real_ms);
+	if (c->later_head < c->later_len)
+		rc = later_add(c, m, dropped, 1);   /* behind the backlog */
+	else
+		rc = queue_locked(c, GW_OP_TEXT, NULL, 0, m, dropped, now_real_ms);
+	recharge(c);
 	pthread_mutex_unlock(&c->lock);
 	return rc;
+}
+
+int conn_queue_backlog(struct gw_conn *c, struct gw_msg *m, uint64_t dropped)
+{
+	int rc;
+
+	pthread_mutex_lock(&c->lock);
+	rc = later_add(c, m, dropped, 0);
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+size_t conn_output_total(void)
+{
+	return __atomic_load_n(&out_total, __ATOMIC_RELAXED);
+}
+
+size_t conn_charge(struct gw_conn *c)
+{
+	size_t n;
+
+	pthread_mutex_lock(&c->lock);
+	n = c->charge;
+	pthread_mutex_unlock(&c->lock);
+	return n;
 }
 
 /*
@@ -331,6 +458,12 @@ void conn_flush(struct gw_conn *c)
 			unsigned char *t = c->out;
 			size_t tcap = c->out_cap;
 
+			feed_locked(c);
+			if (c->pong_due) {
+				/* at most one pong waits, whatever the pings */
+				c->pong_due = 0;
+				(void)queue_locked(c, GW_OP_PONG, c->pong, c->pong_len, NULL, 0, 0);
+			}
 			if (c->pend_len == 0 || c->fd < 0 || c->state == GW_CONN_DEAD)
 				break;
 			c->out = c->pend;
@@ -353,6 +486,7 @@ void conn_flush(struct gw_conn *c)
 			c->sent_total += (uint64_t)n;
 			c->write_progress_ms = gw_now_mono();
 			release_marks(c);
+			recharge(c);
 			continue;
 		}
 		if (n < 0 && errno == EINTR)
@@ -376,9 +510,29 @@ void conn_flush(struct gw_conn *c)
 		shutdown(c->fd, SHUT_WR);
 		c->shut_wr = 0;
 	}
+	recharge(c);
 	c->flushing = 0;
 	pthread_cond_broadcast(&c->idle);
 	pthread_mutex_unlock(&c->lock);
+}
+
+void conn_abort(struct gw_conn *c)
+{
+	pthread_mutex_lock(&c->lock);
+	abort_locked(c);
+	pthread_mutex_unlock(&c->lock);
+}
+
+void conn_pong(struct gw_conn *c, const void *data, size_t len)
+{
+	if (len > sizeof(c->pong))
+		return;
+	pthread_mutex_lock(&c->lock);
+	memcpy(c->pong, data, len);
+	c->pong_len = (unsigned char)len;
+	c->pong_due = 1;
+	pthread_mutex_unlock(&c->lock);
+	conn_flush(c);
 }
 
 int conn_closing(struct gw_conn *c)
@@ -413,29 +567,36 @@ int conn_send(struct gw_conn *c, enum gw_opcode op, const void *data, size_t len
 	return rc;
 }
 
-void conn_close(struct gw_conn *c, int code, const char *reason, int grace_ms)
+/* Starts closing c (see conn_close). Returns 1 if the caller is to flush
+ * after unlocking. (L) */
+static int close_locked(struct gw_conn *c, int code, const char *reason, int grace_ms)
 {
 	unsigned char p[125];
 	size_t rl = reason ? strlen(reason) : 0;
-	int flush = 0;
 
+	if (c->state == GW_CONN_CLOSING || c->state == GW_CONN_DEAD || c->fd < 0)
+		return 0;
 	if (rl > sizeof(p) - 2)
 		rl = sizeof(p) - 2;
 	p[0] = (unsigned char)(code >> 8);
 	p[1] = (unsigned char)code;
 	if (rl)
 		memcpy(p + 2, reason, rl);
+	if (code != GW_CLOSE_NONE)
+		queue_locked(c, GW_OP_CLOSE, p, rl + 2, NULL, 0, 0);
+	recharge(c);
+	c->state = GW_CONN_CLOSING;
+	c->shut_wr = 1;
+	c->close_deadline_ms = gw_now_mono() + grace_ms;
+	return 1;
+}
+
+void conn_close(struct gw_conn *c, int code, const char *reason, int grace_ms)
+{
+	int flush;
+
 	pthread_mutex_lock(&c->lock);
-	if (c->state != GW_CONN_CLOSING && c->state != GW_CONN_DEAD && c->fd >= 0) {
-		if (code != GW_CLOSE_NONE)
-			queue_locked(c, GW_OP_CLOSE, p, rl + 2, NULL, 0, 0);
-		if (c->state != GW_CONN_DEAD && c->fd >= 0) {
-			c->state = GW_CONN_CLOSING;
-			c->shut_wr = 1;
-			c->close_deadline_ms = gw_now_mono() + grace_ms;
-			flush = 1;
-		}
-	}
+	flush = close_locked(c, code, reason, grace_ms);
 	pthread_mutex_unlock(&c->lock);
 	if (flush)
 		conn_flush(c);
@@ -446,24 +607,35 @@ void conn_close(struct gw_conn *c, int code, const char *reason, int grace_ms)
 static struct gw_msg **take_after(struct gw_conn *c, uint64_t pos, size_t *n)
 {
 	struct gw_msg **unsent = NULL;
-	size_t first = c->mark_head, i, k = 0;
+	size_t first, i, k = 0, total;
 
 	release_marks(c);
+	first = c->mark_head;
 	while (first < c->mark_len && c->marks[first].end <= pos)
 		first++;    /* kept: they leave before the cut */
-	if (c->mark_len > first)
-		unsent = malloc((c->mark_len - first) * sizeof(*unsent));
+	/* then the backlog, which comes after every rendered frame */
+	total = (c->mark_len - first) + (c->later_len - c->later_head);
+	if (total)
+		unsent = malloc(total * sizeof(*unsent));
 	for (i = first; i < c->mark_len; i++) {
 		if (unsent)
 			unsent[k++] = c->marks[i].msg;   /* the reference moves */
 		else
 			proto_msg_unref(c->marks[i].msg);   /* ENOMEM: lost, said below */
 	}
-	if (!unsent && i > first)
+	for (i = c->later_head; i < c->later_len; i++) {
+		if (unsent)
+			unsent[k++] = c->later[i].msg;
+		else
+			proto_msg_unref(c->later[i].msg);
+	}
+	if (!unsent && total)
 		log_event(GW_LOG_ERROR, "out of memory, unsent messages lost", "remote", c->remote, NULL);
 	c->mark_len = first;
 	if (c->mark_head == c->mark_len)
 		c->mark_head = c->mark_len = 0;
+	c->later_head = c->later_len = 0;
+	c->later_bytes = 0;
 	*n = k;
 	return unsent;
 }
@@ -506,12 +678,14 @@ static void cut_output(struct gw_conn *c)
 	c->pend_len = 0;
 	c->appended = c->sent_total + (keep - c->out_sent);
 	c->write_progress_ms = gw_now_mono();   /* the close frame gets its own time */
+	c->over_limit = 0;                      /* room for the close frame */
 }
 
 struct gw_msg **conn_drop(struct gw_conn *c, int code, const char *reason, int linger_ms,
                           size_t *n)
 {
 	struct gw_msg **cut;
+	int flush;
 
 	*n = 0;
 	pthread_mutex_lock(&c->lock);
@@ -522,8 +696,11 @@ struct gw_msg **conn_drop(struct gw_conn *c, int code, const char *reason, int l
 	wait_flusher(c);
 	cut_output(c);
 	cut = take_after(c, c->appended, n);
+	/* closing in the same lock: nothing newer than the cut can slip in */
+	flush = close_locked(c, code, reason, linger_ms);
 	pthread_mutex_unlock(&c->lock);
-	conn_close(c, code, reason, linger_ms);
+	if (flush)
+		conn_flush(c);
 	return cut;
 }
 
@@ -543,6 +720,7 @@ struct gw_msg **conn_detach(struct gw_conn *c, size_t *n)
 	free(c->pend);
 	c->out = c->pend = NULL;
 	c->out_len = c->out_sent = c->out_cap = c->pend_len = c->pend_cap = 0;
+	recharge(c);
 	pthread_mutex_unlock(&c->lock);
 	return unsent;
 }
@@ -550,6 +728,7 @@ struct gw_msg **conn_detach(struct gw_conn *c, size_t *n)
 struct gw_msg **conn_takeover(struct gw_conn *c, int code, const char *reason, size_t *n)
 {
 	struct gw_msg **unsent;
+	int flush = 0;
 
 	pthread_mutex_lock(&c->lock);
 	/* no frame may leave after we decide what was not taken */
@@ -558,10 +737,13 @@ struct gw_msg **conn_takeover(struct gw_conn *c, int code, const char *reason, s
 	 * included (a resuming client drops the seq it sees twice); the old
 	 * peer still gets that frame's end, so the close frame can follow */
 	unsent = take_unsent(c, n);
-	if (c->state != GW_CONN_CLOSING && c->state != GW_CONN_DEAD && c->fd >= 0)
+	if (c->state != GW_CONN_CLOSING && c->state != GW_CONN_DEAD && c->fd >= 0) {
 		cut_output(c);
+		flush = close_locked(c, code, reason, GW_CLOSE_GRACE_MS);
+	}
 	pthread_mutex_unlock(&c->lock);
-	conn_close(c, code, reason, GW_CLOSE_GRACE_MS);
+	if (flush)
+		conn_flush(c);
 	return unsent;
 }
 
@@ -569,6 +751,7 @@ enum gw_housekeep conn_housekeep(struct gw_conn *c, int64_t now, int64_t write_t
                                  enum gw_conn_state *state)
 {
 	enum gw_housekeep aborted = GW_HK_NONE;
+	int flush = 0;
 
 	pthread_mutex_lock(&c->lock);
 	if (c->state == GW_CONN_CLOSING && c->fd >= 0) {
@@ -577,14 +760,21 @@ enum gw_housekeep conn_housekeep(struct gw_conn *c, int64_t now, int64_t write_t
 			aborted = GW_HK_CLOSE_EXPIRED;
 			abort_locked(c);
 		}
+	} else if (c->state != GW_CONN_DEAD && c->fd >= 0 && c->over_limit) {
+		conn_set_why(c, "output limit");   /* the caller drops it (conn_drop) */
+		aborted = GW_HK_OVER_LIMIT;
 	} else if (c->state != GW_CONN_DEAD && c->fd >= 0 && pending_locked(c) > 0 &&
 	           now - c->write_progress_ms >= write_timeout_ms) {
 		conn_set_why(c, "write timeout");   /* the caller drops it (conn_drop) */
 		aborted = GW_HK_WRITE_TIMEOUT;
 	}
+	/* a backlog with nothing pending (a flush that found no room): go on */
+	if (aborted == GW_HK_NONE && !c->flushing && pending_locked(c) == 0 &&
+	    c->later_head < c->later_len)
+		flush = 1;
 	/* an idle peer keeps no output buffers: thousands of quiet mods */
-	if (aborted == GW_HK_NONE && !c->flushing && pending_locked(c) == 0 && (c->out || c->pend) &&
-	    now - c->write_progress_ms >= 2000) {
+	if (aborted == GW_HK_NONE && !flush && !c->flushing && pending_locked(c) == 0 &&
+	    (c->out || c->pend) && now - c->write_progress_ms >= 2000) {
 		free(c->out);
 		free(c->pend);
 		c->out = c->pend = NULL;
@@ -592,6 +782,8 @@ enum gw_housekeep conn_housekeep(struct gw_conn *c, int64_t now, int64_t write_t
 	}
 	*state = c->state;
 	pthread_mutex_unlock(&c->lock);
+	if (flush)
+		conn_flush(c);
 	return aborted;
 }
 

@@ -27,6 +27,7 @@
 #include "protocol.h"
 
 #define GW_OUT_MIN ((size_t)64 << 20) /* the least pending output a peer may have */
+#define GW_FEED_LOW ((size_t)1 << 20) /* a backlog is rendered while less is pending */
 #define GW_CLOSE_GRACE_MS 1000        /* a closing peer's time to answer */
 
 /* WebSocket opcodes (RFC 6455 5.2). */
@@ -70,11 +71,13 @@ enum gw_housekeep {
 	GW_HK_NONE,            /* nothing: c is fine */
 	GW_HK_WRITE_TIMEOUT,   /* its output made no progress for write_timeout: drop it */
 	GW_HK_CLOSE_EXPIRED,   /* aborted: the peer did not finish closing in time */
+	GW_HK_OVER_LIMIT,      /* its output went over out_max (or no memory): drop it */
 };
 
 enum gw_key_kind { GW_KEY_SHARED, GW_KEY_MOD, GW_KEY_BOT };
 
 struct gw_mark;           /* a routed message inside the output buffer */
+struct gw_later;          /* a routed message waiting to be rendered (backlog) */
 struct gw_channel;        /* registry.c */
 
 /*
@@ -103,8 +106,16 @@ struct gw_conn {
 	pthread_cond_t idle;         /* signalled when flushing ends */
 	struct gw_mark *marks;
 	size_t mark_head, mark_len, mark_cap;
+	struct gw_later *later;      /* the backlog: rendered as the output drains */
+	size_t later_head, later_len, later_cap;
+	size_t later_bytes;          /* frame bytes of its live entries (they count) */
+	size_t charge;               /* what c adds to the output total */
+	int over_limit;              /* an append failed: it takes nothing more */
 	int64_t write_progress_ms;   /* monotonic: last progress or when output began */
 	int64_t close_deadline_ms;   /* monotonic: abort if still open then (0 = none) */
+	unsigned char pong[125];     /* the latest ping's payload, answered at the next send */
+	unsigned char pong_len;
+	int pong_due;
 	struct gw_conn *next_free;   /* the I/O thread's graveyard (loop lock) */
 
 	/* any thread, atomic: liveness and the reason for closing */
@@ -156,9 +167,29 @@ int conn_attach(struct gw_conn *c, int fd);
 int conn_queue(struct gw_conn *c, enum gw_opcode op, const void *data, size_t len);
 
 /* Appends a routed message frame carrying `dropped`; takes its own
- * reference on m until the frame has been sent. Returns 0 or -1 as above. */
+ * reference on m until the frame has been sent. While c has a backlog the
+ * message waits behind it (its bytes count against out_max as if sent).
+ * Returns 0 or -1 as above. */
 int conn_queue_msg(struct gw_conn *c, struct gw_msg *m, uint64_t dropped,
                    int64_t now_real_ms);
+
+/* Appends m to c's backlog: messages already held elsewhere (a queue, the
+ * history), handed to c in order but rendered only as its output drains
+ * below GW_FEED_LOW, so a big queue or resume is never all in memory twice
+ * nor over out_max (SPEC 8a). Takes its own reference. Returns 0, or -1 if
+ * c is closing or out of memory. Does not send: flush as with conn_queue. */
+int conn_queue_backlog(struct gw_conn *c, struct gw_msg *m, uint64_t dropped);
+
+/* Unsent output over all conns, bytes (rendered frames and live backlog). */
+size_t conn_output_total(void);
+
+/* What c adds to conn_output_total(). */
+size_t conn_charge(struct gw_conn *c);
+
+/* Answers a ping (payload data, len <= 125). Only the latest ping of a
+ * burst is answered (RFC 6455 5.5.3): the pong goes out with the next send,
+ * so a ping flood costs no memory. Flushes. */
+void conn_pong(struct gw_conn *c, const void *data, size_t len);
 
 /* Sends what the socket takes now. Never blocks. On a socket error the peer
  * is aborted (its reader wakes up and closes it). */
@@ -191,14 +222,19 @@ void conn_close(struct gw_conn *c, int code, const char *reason, int grace_ms);
 struct gw_msg **conn_drop(struct gw_conn *c, int code, const char *reason, int linger_ms,
                           size_t *n);
 
+/* Ends c at once: its socket is shut down both ways, which wakes its
+ * reader (the peer may lose what it had not read yet: only for when its
+ * time to close is up). */
+void conn_abort(struct gw_conn *c);
+
 /* Called once by the websocket close handler: the socket is no longer
  * ours. Returns the routed messages the peer had not fully taken, oldest
  * first, as a malloc'd array the caller owns (with their references), and
  * their count in *n (the array may be NULL when *n is 0). */
 struct gw_msg **conn_detach(struct gw_conn *c, size_t *n);
 
-/* Housekeeping for one conn, called by the tick, under one lock: says
- * when its output made no progress for write_timeout_ms (the caller drops
+/* Housekeeping for one conn, called by the tick: says when its output made
+ * no progress for write_timeout_ms or went over its limit (the caller drops
  * it), aborts it when its time to close expired, frees its output buffers
  * when it has been quiet for 2 s, and tells its state. */
 enum gw_housekeep conn_housekeep(struct gw_conn *c, int64_t now, int64_t write_timeout_ms,

@@ -236,7 +236,7 @@ int main(int argc, char **argv)
 		break;
 	}
 	log_event(GW_LOG_INFO, "stopping", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM", NULL);
-	stop(2000);
+	stop(1500);
 	log_event(GW_LOG_INFO, "stopped", NULL);
 	log_close();
 	return 0;

@@ -30,6 +30,7 @@ static struct {
 	uint64_t msgs[2][3];         /* [dir][enum gw_status] */
 	uint64_t duplicates;
 	struct gw_dedup *seen[2];    /* recent msg_ids of mods (by server_id), of the bot */
+	int stopping;                /* registry_close_all ran: no new conns (also atomic) */
 } reg = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 /* channels_init: a message restored from the store was accepted before;
@@ -97,13 +98,13 @@ static void notify_mods(const char *event, const char *bot_id, struct gw_defer *
 
 /* Hands the queue of (ch, dir) to c, oldest first, each handed message
  * kept in the history. */
-static void drain_queue(struct gw_channel *ch, enum gw_dir dir, struct gw_conn *c, int64_t now)
+static void drain_queue(struct gw_channel *ch, enum gw_dir dir, struct gw_conn *c)
 {
 	struct gw_stream *st = &ch->stream[dir];
 	struct gw_msg *m;
 
 	while ((m = channel_pop(ch, dir)) != NULL) {
-		if (conn_queue_msg(c, m, st->dropped, now) < 0) {
+		if (conn_queue_backlog(c, m, st->dropped) < 0) {
 			channel_enqueue(ch, m, 1);   /* c is going away already: the next one */
 			break;
 		}
@@ -131,18 +132,17 @@ static uint64_t resume_missed(struct gw_channel *ch, enum gw_dir dir, uint64_t s
 
 /* A resume: hands c every kept message of (ch, dir) after `since`, then
  * the queue. */
-static void resume(struct gw_channel *ch, enum gw_dir dir, uint64_t since, struct gw_conn *c,
-                   int64_t now)
+static void resume(struct gw_channel *ch, enum gw_dir dir, uint64_t since, struct gw_conn *c)
 {
 	struct gw_stream *st = &ch->stream[dir];
 
 	for (unsigned i = 0; i < ring_count(&st->hist); i++) {
 		struct gw_msg *m = ring_at(&st->hist, i);
 
-		if (m->seq > since && conn_queue_msg(c, m, 0, now) < 0)
+		if (m->seq > since && conn_queue_backlog(c, m, 0) < 0)
 			return;
 	}
-	drain_queue(ch, dir, c, now);
+	drain_queue(ch, dir, c);
 }
 
 /* channels_each with a bot arriving: without since its queues go to it;
@@ -150,7 +150,6 @@ static void resume(struct gw_channel *ch, enum gw_dir dir, uint64_t since, struc
  * channel (resume_from, 0 if it named none). */
 struct bot_join {
 	struct gw_conn *bot;
-	int64_t now;
 	uint64_t missed;
 };
 
@@ -166,9 +165,9 @@ static void bot_hand(struct gw_channel *ch, void *ud)
 	struct bot_join *j = ud;
 
 	if (j->bot->hs.resume)
-		resume(ch, GW_TO_BOT, ch->resume_from, j->bot, j->now);
+		resume(ch, GW_TO_BOT, ch->resume_from, j->bot);
 	else
-		drain_queue(ch, GW_TO_BOT, j->bot, j->now);
+		drain_queue(ch, GW_TO_BOT, j->bot);
 	ch->resume_from = 0;
 }
 
@@ -181,12 +180,12 @@ static void resume_reset(struct gw_channel *ch, void *ud)
 /* Hands msgs (a dropped peer's unsent messages, oldest first) to successor
  * c, or back to the front of their queues when c is NULL (out of the
  * history: they were not delivered). Frees the array. */
-static void give_back(struct gw_msg **msgs, size_t n, struct gw_conn *c, int64_t now)
+static void give_back(struct gw_msg **msgs, size_t n, struct gw_conn *c)
 {
 	size_t i;
 
 	for (i = 0; c && i < n; i++) {
-		if (conn_queue_msg(c, msgs[i], 0, now) < 0)
+		if (conn_queue_backlog(c, msgs[i], 0) < 0)
 			break;
 		proto_msg_unref(msgs[i]);
 	}
@@ -209,7 +208,7 @@ struct gw_conn *registry_conn_new(const char *remote, enum gw_key_kind key)
 	struct gw_conn *c = NULL;
 
 	pthread_mutex_lock(&reg.lock);
-	if (reg.nconns < reg.cfg->max_connections && (c = conn_new()) != NULL) {
+	if (!reg.stopping && reg.nconns < reg.cfg->max_connections && (c = conn_new()) != NULL) {
 		snprintf(c->remote, sizeof(c->remote), "%s", remote);
 		c->key = key;
 		/* a single allowed message always fits (SPEC 8a) */
@@ -277,7 +276,7 @@ static void leave(struct gw_conn *c, struct gw_msg **msgs, size_t n, struct gw_d
 		else
 			proto_msg_unref(msgs[i]);
 	}
-	give_back(msgs, k, NULL, 0);
+	give_back(msgs, k, NULL);
 	c->channel = NULL;
 	if (ch)
 		channel_gc(ch);
@@ -361,7 +360,6 @@ static enum gw_join join_mod(struct gw_conn *c, struct gw_defer *d)
 	struct gw_conn *old;
 	struct gw_msg **stolen = NULL;
 	size_t n = 0;
-	int64_t now = gw_now_real();
 
 	pthread_mutex_lock(&reg.lock);
 	ch = channel_get(c->hs.channel_id, 1);
@@ -398,14 +396,14 @@ static enum gw_join join_mod(struct gw_conn *c, struct gw_defer *d)
 		uint64_t missed = resume_missed(ch, GW_TO_MOD, since);
 
 		reply_connected(c, same && missed == 0, missed);
-		give_back(stolen, n, NULL, now);
+		give_back(stolen, n, NULL);
 		c->from_seq = since + 1;
-		resume(ch, GW_TO_MOD, since, c, now);
+		resume(ch, GW_TO_MOD, since, c);
 	} else {
 		reply_connected(c, -1, 0);
 		c->from_seq = ch->stream[GW_TO_MOD].seq + 1;
-		give_back(stolen, n, c, now);
-		drain_queue(ch, GW_TO_MOD, c, now);
+		give_back(stolen, n, c);
+		drain_queue(ch, GW_TO_MOD, c);
 	}
 	notify_bot("mod_connected", c, d);
 	defer_add(d, c);
@@ -415,11 +413,10 @@ static enum gw_join join_mod(struct gw_conn *c, struct gw_defer *d)
 
 static enum gw_join join_bot(struct gw_conn *c, struct gw_defer *d)
 {
-	struct bot_join j = { NULL, 0, 0 };
+	struct bot_join j = { NULL, 0 };
 	struct gw_conn *old;
 	struct gw_msg **stolen = NULL;
 	size_t n = 0;
-	int64_t now;
 
 	pthread_mutex_lock(&reg.lock);
 	while ((old = reg.bot) != NULL) {
@@ -453,21 +450,19 @@ static enum gw_join join_bot(struct gw_conn *c, struct gw_defer *d)
 	}
 	if (conn_make_ready(c) < 0) {
 		/* our own peer went away while we waited */
-		give_back(stolen, n, NULL, 0);
+		give_back(stolen, n, NULL);
 		pthread_mutex_unlock(&reg.lock);
 		return GW_JOIN_CLOSED;
 	}
 	reg.bot = c;
 	reg.nbots++;
 	c->registered = 1;
-	now = gw_now_real();
 	j.bot = c;
-	j.now = now;
 	if (c->hs.resume) {
 		int same = strcmp(c->hs.epoch, channels_epoch()) == 0;
 
 		/* what the old connection held is among what a resume hands */
-		give_back(stolen, n, NULL, now);
+		give_back(stolen, n, NULL);
 		channels_each(resume_reset, NULL);
 		for (size_t i = 0; same && i < c->hs.nsince; i++) {
 			struct gw_channel *ch = channel_get(c->hs.since[i].channel_id, 0);
@@ -479,7 +474,7 @@ static enum gw_join join_bot(struct gw_conn *c, struct gw_defer *d)
 		reply_connected(c, same && j.missed == 0, j.missed);
 	} else {
 		reply_connected(c, -1, 0);
-		give_back(stolen, n, c, now);
+		give_back(stolen, n, c);
 	}
 	channels_each(bot_hand, &j);
 	notify_mods("bot_connected", c->hs.bot_id, d);
@@ -544,7 +539,7 @@ enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m, struct gw_def
 	 * of a drop) */
 	bot = dir == GW_TO_BOT ? reg.bot : NULL;
 	if (bot && ring_count(&sm->queue)) {
-		drain_queue(ch, dir, bot, now);
+		drain_queue(ch, dir, bot);
 		defer_add(d, bot);
 		if (ring_count(&sm->queue))
 			bot = NULL;   /* it is going away: queue behind them */
@@ -615,18 +610,45 @@ void registry_pong(struct gw_conn *c)
 /* c stopped reading: it leaves its slot now (a reconnect finds it free)
  * and what it was not sent goes back, while it may still read what is on
  * its way and the close frame. (registry lock) */
-static void drop_slow(struct gw_conn *c)
+static void drop_slow(struct gw_conn *c, const char *event)
 {
 	struct gw_defer d = GW_DEFER_INIT;
 	struct gw_msg **cut;
 	size_t n;
 
-	log_event(GW_LOG_WARN, "write timeout, dropping peer", "remote", c->remote,
+	log_event(GW_LOG_WARN, event, "remote", c->remote,
 	          "role", c->registered ? proto_role_name(c->hs.role) : "none", NULL);
 	cut = conn_drop(c, GW_CLOSE_TOO_SLOW, "Too slow.", reg.cfg->read_timeout * 1000, &n);
 	leave(c, cut, n, &d);
 	/* under the registry lock, but a flush never blocks */
 	defer_free(&d);
+}
+
+/* Unsent output over all peers past output_bytes_max: the peer holding the
+ * most is dropped (4002), then the next, until it fits. A peer holding no
+ * more than its backlog's feed (GW_FEED_LOW and one message) is taking what
+ * it is given at its pace: never dropped for this. (registry lock) */
+static void enforce_output_max(void)
+{
+	for (unsigned tries = reg.nconns; tries-- > 0 &&
+	     conn_output_total() > reg.cfg->output_bytes_max;) {
+		struct gw_conn *worst = NULL;
+		size_t most = GW_FEED_LOW + reg.cfg->body_size;
+
+		for (struct gw_conn *c = reg.conns; c; c = c->next) {
+			size_t ch = conn_charge(c);
+
+			if (ch > most && !conn_closing(c)) {
+				most = ch;
+				worst = c;
+			}
+		}
+		if (!worst)
+			return;
+		conn_set_why(worst, "output_bytes_max");
+		metrics_inc(GW_M_WRITE_TIMEOUTS);
+		drop_slow(worst, "output_bytes_max reached, dropping the peer with the most output");
+	}
 }
 
 void registry_tick(int64_t now)
@@ -642,7 +664,11 @@ void registry_tick(int64_t now)
 		switch (conn_housekeep(c, now, (int64_t)cfg->write_timeout * 1000, &st)) {
 		case GW_HK_WRITE_TIMEOUT:
 			metrics_inc(GW_M_WRITE_TIMEOUTS);
-			drop_slow(c);
+			drop_slow(c, "write timeout, dropping peer");
+			continue;
+		case GW_HK_OVER_LIMIT:
+			metrics_inc(GW_M_WRITE_TIMEOUTS);
+			drop_slow(c, "output over its limit, dropping peer");
 			continue;
 		case GW_HK_CLOSE_EXPIRED:
 			continue;
@@ -670,6 +696,7 @@ void registry_tick(int64_t now)
 			}
 		}
 	}
+	enforce_output_max();
 	pthread_mutex_unlock(&reg.lock);
 }
 
@@ -688,10 +715,25 @@ void registry_revoke(unsigned kinds)
 void registry_close_all(int code, const char *reason)
 {
 	pthread_mutex_lock(&reg.lock);
+	/* before the walk: a conn attached after it sees the flag (session.c) */
+	__atomic_store_n(&reg.stopping, 1, __ATOMIC_SEQ_CST);
 	for (struct gw_conn *c = reg.conns; c; c = c->next) {
 		conn_set_why(c, "shutdown");
 		conn_close(c, code, reason, GW_CLOSE_GRACE_MS);
 	}
+	pthread_mutex_unlock(&reg.lock);
+}
+
+int registry_stopping(void)
+{
+	return __atomic_load_n(&reg.stopping, __ATOMIC_SEQ_CST);
+}
+
+void registry_abort_all(void)
+{
+	pthread_mutex_lock(&reg.lock);
+	for (struct gw_conn *c = reg.conns; c; c = c->next)
+		conn_abort(c);
 	pthread_mutex_unlock(&reg.lock);
 }
 

@@ -77,8 +77,17 @@ void registry_tick(int64_t now_mono);
  * kind in `kinds` (bit 1 << enum gw_key_kind). */
 void registry_revoke(unsigned kinds);
 
-/* Closes every websocket with code/reason (shutdown). */
+/* Closes every websocket with code/reason (shutdown); from then on no new
+ * conn is made (registry_conn_new returns NULL) and registry_stopping()
+ * says 1, so one attached after the walk is closed by its session. */
 void registry_close_all(int code, const char *reason);
+
+/* 1 once registry_close_all ran. Thread-safe, lock-free. */
+int registry_stopping(void);
+
+/* Wakes every conn's reader now (conn_abort): the end of a shutdown's
+ * grace, so no reader sleeps past it. */
+void registry_abort_all(void);
 
 /* Number of conns still in the list. */
 unsigned registry_count(void);

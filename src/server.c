@@ -191,6 +191,10 @@ static int on_begin_request(struct mg_connection *mc)
 		registry_release(c);
 		c = NULL;
 	}
+	if (!c && registry_stopping()) {
+		send_error(mc, 503, "Shutting down.");
+		return 1;
+	}
 	if (!c) {
 		log_event(GW_LOG_WARN, "rejected", "remote", remote, "reason", "max_connections",
 		          "code", "503", NULL);
@@ -311,6 +315,9 @@ void server_stop(int grace_ms)
 	registry_close_all(GW_CLOSE_GOING_AWAY, "Going away.");
 	while (registry_count() > 0 && gw_now_mono() < until)
 		usleep(10000);
+	/* whoever did not finish closing in time is cut now: no reader may
+	 * sleep through mg_stop (SPEC 8a: exit within 5 s whatever peers do) */
+	registry_abort_all();
 	mg_stop(srv.ctx);
 	srv.ctx = NULL;
 }

@@ -77,6 +77,11 @@ static void on_ws_ready(struct mg_connection *mc, void *ud)
 	if (s && conn_attach(s->conn, mg_get_socket_fd(mc)) == 0) {
 		metrics_inc(GW_M_CONNECTIONS);
 		log_event(GW_LOG_DEBUG, "websocket open", "remote", s->conn->remote, NULL);
+		/* opened while the gateway stops, after its close walk: 1001 too */
+		if (registry_stopping()) {
+			conn_set_why(s->conn, "shutdown");
+			conn_close(s->conn, GW_CLOSE_GOING_AWAY, "Going away.", GW_CLOSE_GRACE_MS);
+		}
 	}
 }
 
@@ -312,7 +317,7 @@ static int on_frame(struct gw_session *s, int bits, char *data, size_t len)
 		return close_with(c, code, NULL, "closed by peer");
 	}
 	case GW_OP_PING:
-		conn_send(c, GW_OP_PONG, data, len);
+		conn_pong(c, data, len);
 		return 1;
 	case GW_OP_PONG:
 		registry_pong(c);

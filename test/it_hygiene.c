@@ -1,0 +1,422 @@
+/*
+ * it_hygiene.c - hostile or unlucky clients cannot hurt anyone else, and
+ * every close the gateway starts says why (SPEC 8a), against the real
+ * binary:
+ *
+ *   1. a ping flood from peers that read slowly costs no memory
+ *   2. SIGTERM: every websocket gets 1001, those opened during the stop
+ *      too, and the process exits within 5 s with a peer that never reads
+ *   3. a peer over rate_limit for 5 s in a row is closed with 4004
+ *   4. a close frame whose reason is not UTF-8 is answered with 1007
+ *   5. past output_bytes_max the peer holding the most output is dropped
+ *      with 4002, and what it was not sent reaches it when it comes back
+ *   6. a queue bigger than a peer's output limit is handed to it as its
+ *      output drains, not all at once
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "itutil.h"
+
+#define T 5000
+/* Peers here read only when the test says so: no liveness drops meanwhile. */
+#define QUIET "[gateway]\nread_timeout = 600\nping_interval = 300\n"
+
+static struct ws *join(struct gw_proc *gw, const char *handshake)
+{
+	struct ws *w = ws_connect(gw->port, "/sync?api_key=test-key", NULL, T);
+	json_t *j;
+
+	assert_non_null(w);
+	assert_int_equal(w->http_status, 101);
+	assert_int_equal(ws_send_text(w, handshake), 0);
+	j = it_recv_json(w, T, NULL);
+	assert_non_null(j);
+	assert_string_equal(it_str(j, "status"), "connected");
+	json_decref(j);
+	return w;
+}
+
+static struct ws *join_mod(struct gw_proc *gw, const char *sid, const char *ch)
+{
+	char hs[256];
+
+	snprintf(hs, sizeof(hs),
+	         "{\"type\":\"mod\",\"data\":{\"server_id\":\"%s\",\"channel_id\":\"%s\"}}", sid, ch);
+	return join(gw, hs);
+}
+
+static char *filler(size_t size)
+{
+	char *s = malloc(size + 1);
+
+	assert_non_null(s);
+	memset(s, 'x', size);
+	s[size] = '\0';
+	return s;
+}
+
+/* Reads frames until a close frame (its code), EOF (1006) or timeout (-1);
+ * unlike ws_wait_close it sends nothing back. */
+static int read_until_close(struct ws *w, int timeout_ms)
+{
+	struct ws_frame f;
+	int64_t until = now_ms() + timeout_ms;
+	int rc;
+
+	while (now_ms() < until) {
+		rc = ws_recv_frame(w, &f, (int)(until - now_ms()));
+		if (rc == -2)
+			return 1006;
+		if (rc < 0)
+			return -1;
+		if (f.opcode == 8) {
+			int code = f.close_code;
+
+			ws_frame_free(&f);
+			return code;
+		}
+		ws_frame_free(&f);
+	}
+	return -1;
+}
+
+/* --- 1. ping flood ------------------------------------------------------ */
+
+struct pinger {
+	struct ws *w;
+	int64_t until;
+	long pings;
+	int fail;
+};
+
+/* Pings as fast as the socket takes them, reading 4 KB every 2 s (as the reports did). */
+static void *ping_flood(void *arg)
+{
+	struct pinger *p = arg;
+	unsigned char payload[125], buf[4096];
+	int64_t next_read = now_ms() + 2000;
+
+	memset(payload, 'p', sizeof(payload));
+	while (now_ms() < p->until) {
+		if (ws_send_frame(p->w, 1, 9, payload, sizeof(payload), 1, 0) < 0) {
+			p->fail = 1;
+			break;
+		}
+		p->pings++;
+		if (now_ms() >= next_read) {
+			(void)recv(p->w->fd, buf, sizeof(buf), MSG_DONTWAIT);
+			next_read = now_ms() + 2000;
+		}
+	}
+	return NULL;
+}
+
+static void test_ping_flood_costs_no_memory(void **state)
+{
+	enum { N = 8 };
+	struct gw_proc gw;
+	struct pinger p[N];
+	pthread_t th[N];
+	long before, after, pings = 0;
+	int got_last = 0, frames = 0;
+	char tail[5] = { 0 };
+
+	(void)state;
+	assert_int_equal(gw_start(&gw, QUIET), 0);
+	for (int i = 0; i < N; i++) {
+		char sid[16];
+
+		snprintf(sid, sizeof(sid), "s%d", i);
+		p[i] = (struct pinger){ .w = join_mod(&gw, sid, "c1"), .until = now_ms() + 3000 };
+	}
+	before = gw_rss_kb(&gw);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, ping_flood, &p[i]), 0);
+	for (int i = 0; i < N; i++) {
+		pthread_join(th[i], NULL);
+		assert_false(p[i].fail);
+		pings += p[i].pings;
+	}
+	after = gw_rss_kb(&gw);
+	print_message("ping flood: %ld pings, RSS %ld -> %ld kB\n", pings, before, after);
+	if (gw_runtime(&gw) == 0)
+		assert_true(after - before < 16 * 1024);
+	/* the latest ping is answered: a last one with its own payload, found
+	 * in the raw stream (thousands of earlier pongs may be on their way) */
+	assert_int_equal(ws_send_frame(p[0].w, 1, 9, "last", 4, 1, 0), 0);
+	got_last = memmem(p[0].w->buf, p[0].w->len, "\x8a\x04last", 6) != NULL;
+	for (int64_t until = now_ms() + T * gw_slack(&gw); !got_last && now_ms() < until;) {
+		static char raw[65536 + 6];
+		ssize_t n;
+
+		memcpy(raw, tail, 5);
+		n = recv(p[0].w->fd, raw + 5, sizeof(raw) - 5, 0);
+		if (n <= 0)
+			break;
+		frames += (int)n;
+		got_last = memmem(raw, (size_t)n + 5, "\x8a\x04last", 6) != NULL;
+		memcpy(tail, raw + n, 5);
+	}
+	if (!got_last)
+		fail_msg("no pong to the last ping in the %d bytes that came", frames);
+	for (int i = 0; i < N; i++)
+		ws_free(p[i].w);
+	assert_int_equal(http_get(gw.port, "/health", NULL, NULL, 0, T), 200);
+	assert_int_equal(gw_stop(&gw, SIGTERM, 10000), 0);
+	gw_cleanup(&gw);
+}
+
+/* --- 2. SIGTERM --------------------------------------------------------- */
+
+static void test_sigterm_1001_and_exit_within_5s(void **state)
+{
+	struct gw_proc gw;
+	struct ws *stuck, *ok, *bot;
+	char *big = filler(512 * 1024), id[32];
+	int64_t t0, took;
+	int late = 0, refused = 0, status;
+
+	(void)state;
+	assert_int_equal(gw_start(&gw, QUIET "body_size = 1\nwrite_timeout = 600\n"), 0);
+	/* one mod never reads while 16 MB are sent to it: its output is stuck */
+	stuck = join_mod(&gw, "stuck", "c1");
+	ok = join_mod(&gw, "ok", "c2");
+	bot = join(&gw, "{\"type\":\"bot\",\"data\":{\"bot_id\":\"b\"}}");
+	for (int i = 0; i < 32; i++) {
+		json_t *ack;
+
+		snprintf(id, sizeof(id), "big%d", i);
+		assert_int_equal(it_bot_send(bot, id, "c1", big), 0);
+		ack = it_wait_ack(bot, id, T * gw_slack(&gw));
+		assert_non_null(ack);
+		json_decref(ack);
+	}
+	t0 = now_ms();
+	assert_int_equal(kill(gw.pid, SIGTERM), 0);
+	/* whoever comes while it stops is refused, or told 503 or 1001 */
+	while (now_ms() - t0 < 300) {
+		struct ws *w = ws_connect(gw.port, "/sync?api_key=test-key", NULL, 1000);
+
+		if (!w) {
+			refused++;
+			continue;
+		}
+		if (w->http_status == 101) {
+			int code;
+
+			(void)ws_send_text(w, "{\"type\":\"mod\",\"data\":{\"server_id\":\"late\","
+			                      "\"channel_id\":\"c3\"}}");
+			code = read_until_close(w, T * gw_slack(&gw));
+			if (code != 1001)
+				fail_msg("a websocket opened during the stop got %d, not 1001", code);
+			late++;
+		} else {
+			assert_int_equal(w->http_status, 503);
+			refused++;
+		}
+		ws_free(w);
+	}
+	assert_int_equal(read_until_close(ok, T), 1001);
+	status = gw_stop(&gw, SIGTERM, 10000 * gw_slack(&gw));
+	took = now_ms() - t0;
+	print_message("SIGTERM: exit %d after %lld ms; during the stop %d upgrades got 1001, "
+	              "%d connects refused or 503\n", status, (long long)took, late, refused);
+	assert_int_equal(status, 0);
+	assert_true(took <= 5000 * gw_slack(&gw));
+	ws_free(stuck);
+	ws_free(ok);
+	ws_free(bot);
+	free(big);
+	gw_cleanup(&gw);
+}
+
+/* --- 3, 4. close codes -------------------------------------------------- */
+
+static void test_rate_limit_persistent_4004(void **state)
+{
+	struct gw_proc gw;
+	struct ws *m;
+	char id[32];
+	int code = 0, refused = 0;
+	int64_t t0 = now_ms();
+
+	(void)state;
+	assert_int_equal(gw_start(&gw, QUIET "rate_limit = 2\n"), 0);
+	m = join_mod(&gw, "s1", "c1");
+	/* 20 messages a second against 2 allowed */
+	for (int i = 0; i < 200 && !code; i++) {
+		json_t *j;
+
+		snprintf(id, sizeof(id), "r%d", i);
+		if (it_mod_send(m, id, "s1", "c1", "hi") < 0)
+			break;
+		while ((j = it_recv_json(m, 50, &code)) != NULL) {
+			refused += json_integer_value(json_object_get(j, "code")) == 429;
+			json_decref(j);
+		}
+	}
+	if (!code)
+		code = read_until_close(m, T);
+	print_message("rate limit: %d refused, close %d after %lld ms\n", refused, code,
+	              (long long)(now_ms() - t0));
+	assert_int_equal(code, 4004);
+	assert_true(refused > 0);
+	assert_true(now_ms() - t0 >= 3000);   /* refusals in 5 clock seconds in a row */
+	assert_true(gw_log_contains(&gw, "rate limit exceeded persistently"));
+	ws_free(m);
+	assert_int_equal(gw_stop(&gw, SIGTERM, 10000), 0);
+	gw_cleanup(&gw);
+}
+
+static void test_close_reason_not_utf8_1007(void **state)
+{
+	struct gw_proc gw;
+	struct ws *m;
+	const unsigned char bad[] = { 0x03, 0xE8, 'o', 0xFF, 'k' };
+
+	(void)state;
+	assert_int_equal(gw_start(&gw, QUIET), 0);
+	m = join_mod(&gw, "s1", "c1");
+	assert_int_equal(ws_send_frame(m, 1, 8, bad, sizeof(bad), 1, 0), 0);
+	assert_int_equal(read_until_close(m, T), 1007);
+	ws_free(m);
+	/* a valid reason is echoed with its code */
+	m = join_mod(&gw, "s1", "c1");
+	assert_int_equal(ws_send_frame(m, 1, 8, "\x0f\xa0ok", 4, 1, 0), 0);
+	assert_int_equal(read_until_close(m, T), 4000);
+	ws_free(m);
+	assert_int_equal(gw_stop(&gw, SIGTERM, 10000), 0);
+	gw_cleanup(&gw);
+}
+
+/* --- 5, 6. output limits ------------------------------------------------ */
+
+/* Reads routed messages until `want` arrived (their ids counted in order:
+ * each must be prefix<k> with k one more than the last) or none comes for
+ * quiet_ms; returns how many arrived. */
+static int read_in_order(struct ws *w, const char *prefix, int first, int want, int quiet_ms)
+{
+	char id[32];
+	int k = first;
+	json_t *j;
+
+	while (k < first + want && (j = it_wait_msg(w, quiet_ms)) != NULL) {
+		snprintf(id, sizeof(id), "%s%d", prefix, k);
+		if (strcmp(it_str(j, "msg_id"), id) != 0)
+			fail_msg("got %s, want %s", it_str(j, "msg_id"), id);
+		k++;
+		json_decref(j);
+	}
+	return k - first;
+}
+
+static void test_output_bytes_max_drops_the_worst(void **state)
+{
+	enum { N = 48 };
+	struct gw_proc gw;
+	struct ws *a, *b, *bot;
+	char *big = filler(900 * 1024), id[32];
+	int code, n;
+
+	(void)state;
+	/* 1 MB over all peers; one peer alone may hold 64 MB */
+	assert_int_equal(gw_start(&gw, QUIET "body_size = 1\noutput_bytes_max = 1\n"
+	                                       "write_timeout = 600\nqueue_max = 100\n"
+	                                       "queue_bytes_max = 128\n"), 0);
+	a = join_mod(&gw, "a", "c1");   /* never reads until the end */
+	b = join_mod(&gw, "b", "c2");   /* reads all along */
+	bot = join(&gw, "{\"type\":\"bot\",\"data\":{\"bot_id\":\"b\"}}");
+	for (int i = 0; i < N; i++) {
+		json_t *ack;
+
+		snprintf(id, sizeof(id), "a%d", i);
+		assert_int_equal(it_bot_send(bot, id, "c1", big), 0);
+		ack = it_wait_ack(bot, id, T * gw_slack(&gw));
+		assert_non_null(ack);
+		assert_string_not_equal(it_str(ack, "status"), "failed");
+		json_decref(ack);
+		snprintf(id, sizeof(id), "b%d", i);
+		assert_int_equal(it_bot_send(bot, id, "c2", "small"), 0);
+		ack = it_wait_ack(bot, id, T * gw_slack(&gw));
+		assert_non_null(ack);
+		json_decref(ack);
+	}
+	/* b was never hurt: it has every message */
+	assert_int_equal(read_in_order(b, "b", 0, N, T), N);
+	/* a was dropped with 4002 after what its socket had taken */
+	n = 0;
+	for (json_t *j; (j = it_recv_json(a, T, &code)) != NULL; json_decref(j))
+		n += it_str(j, "content")[0] != '\0';
+	print_message("output_bytes_max: a read %d of %d before close %d\n", n, N, code);
+	assert_int_equal(code, 4002);
+	assert_true(n < N);
+	assert_true(gw_log_contains(&gw, "output_bytes_max reached"));
+	ws_free(a);
+	/* back, it gets the rest (its queue), in order */
+	a = join_mod(&gw, "a", "c1");
+	assert_int_equal(read_in_order(a, "a", n, N - n, T * gw_slack(&gw)), N - n);
+	ws_free(a);
+	ws_free(b);
+	ws_free(bot);
+	free(big);
+	assert_int_equal(gw_stop(&gw, SIGTERM, 10000), 0);
+	gw_cleanup(&gw);
+}
+
+static void test_queue_over_output_limit_is_paced(void **state)
+{
+	enum { N = 90 };   /* 90 x 900 KB: more than a peer's 64 MB of output */
+	struct gw_proc gw;
+	struct ws *m, *bot;
+	char *big = filler(900 * 1024), id[32];
+
+	(void)state;
+	assert_int_equal(gw_start(&gw, QUIET "body_size = 1\nqueue_max = 100\n"
+	                                       "queue_bytes_max = 128\n"), 0);
+	bot = join(&gw, "{\"type\":\"bot\",\"data\":{\"bot_id\":\"b\"}}");
+	for (int i = 0; i < N; i++) {
+		json_t *ack;
+
+		snprintf(id, sizeof(id), "q%d", i);
+		assert_int_equal(it_bot_send(bot, id, "c1", big), 0);
+		ack = it_wait_ack(bot, id, T * gw_slack(&gw));
+		assert_non_null(ack);
+		assert_string_equal(it_str(ack, "status"), "queued");
+		json_decref(ack);
+	}
+	m = join_mod(&gw, "s1", "c1");
+	assert_int_equal(read_in_order(m, "q", 0, N, T * gw_slack(&gw)), N);
+	assert_false(gw_log_contains(&gw, "output limit reached"));
+	ws_free(m);
+	ws_free(bot);
+	free(big);
+	assert_int_equal(gw_stop(&gw, SIGTERM, 10000), 0);
+	gw_cleanup(&gw);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_ping_flood_costs_no_memory),
+		cmocka_unit_test(test_sigterm_1001_and_exit_within_5s),
+		cmocka_unit_test(test_rate_limit_persistent_4004),
+		cmocka_unit_test(test_close_reason_not_utf8_1007),
+		cmocka_unit_test(test_output_bytes_max_drops_the_worst),
+		cmocka_unit_test(test_queue_over_output_limit_is_paced),
+	};
+
+	if (getenv("TEST_FILTER"))
+		cmocka_set_test_filter(getenv("TEST_FILTER"));
+	return cmocka_run_group_tests_name("it_hygiene", tests, NULL, NULL);
+}
