@@ -204,6 +204,9 @@ int main(int argc, char **argv)
 
 	/* Before any thread exists: they all inherit this mask. */
 	signal(SIGPIPE, SIG_IGN);
+	/* a file over RLIMIT_FSIZE is a failed write (EFBIG) the store reports,
+	 * not the end of the process */
+	signal(SIGXFSZ, SIG_IGN);
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);

@@ -698,6 +698,7 @@ void registry_tick(int64_t now)
 	}
 	enforce_output_max();
 	pthread_mutex_unlock(&reg.lock);
+	store_probe();   /* a faulty store recovers without waiting for a message */
 }
 
 void registry_revoke(unsigned kinds)

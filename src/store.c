@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "log.h"
 
 /* One row as loaded, before it is handed to the callback. */
@@ -145,6 +146,11 @@ int store_write(const struct gw_msg *put, enum gw_row state, struct gw_msg *cons
 	if (rc != SQLITE_DONE) {
 		snprintf(errtext, sizeof(errtext), "%s", sqlite3_errmsg(store_db.db));
 		sqlite3_exec(store_db.db, "ROLLBACK", NULL, NULL, NULL);
+		snprintf(store_db.fault, sizeof(store_db.fault), "%s", errtext);
+		store_db.fault_probe_ms = gw_now_mono();
+	} else if (store_db.fault[0]) {
+		store_db.fault[0] = '\0';
+		log_event(GW_LOG_INFO, "store recovered", NULL);
 	}
 	pthread_mutex_unlock(&store_db.lock);
 
@@ -154,6 +160,44 @@ int store_write(const struct gw_msg *put, enum gw_row state, struct gw_msg *cons
 		return -1;
 	}
 	return 0;
+}
+
+int store_health(char *reason, size_t cap)
+{
+	int faulty;
+
+	if (!store_enabled())
+		return 0;
+	pthread_mutex_lock(&store_db.lock);
+	faulty = store_db.fault[0] != '\0';
+	if (faulty)
+		snprintf(reason, cap, "%s", store_db.fault);
+	pthread_mutex_unlock(&store_db.lock);
+	return faulty;
+}
+
+void store_probe(void)
+{
+	int64_t now = gw_now_mono();
+
+	if (!store_enabled())
+		return;
+	pthread_mutex_lock(&store_db.lock);
+	if (store_db.db && store_db.fault[0] && now - store_db.fault_probe_ms >= 1000) {
+		store_db.fault_probe_ms = now;
+		/* a write of one row that changes nothing: it takes the same path
+		 * to disk as a message does */
+		if (sqlite3_exec(store_db.db,
+		                 "BEGIN IMMEDIATE; UPDATE meta SET value = value WHERE key = "
+		                 "(SELECT key FROM meta LIMIT 1); COMMIT",
+		                 NULL, NULL, NULL) == SQLITE_OK) {
+			store_db.fault[0] = '\0';
+			log_event(GW_LOG_INFO, "store recovered", NULL);
+		} else {
+			sqlite3_exec(store_db.db, "ROLLBACK", NULL, NULL, NULL);
+		}
+	}
+	pthread_mutex_unlock(&store_db.lock);
 }
 
 int64_t store_count(void)

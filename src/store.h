@@ -74,4 +74,13 @@ int store_load(int (*stream_cb)(const char *channel, enum gw_dir dir, uint64_t s
 /* Number of rows, 0 when off, -1 on error. Thread-safe. */
 int64_t store_count(void);
 
+/* 1 if the last write failed (disk full, I/O error...), with the error in
+ * reason (cap bytes, NUL-terminated); 0 if the store is healthy or off.
+ * Thread-safe. */
+int store_health(char *reason, size_t cap);
+
+/* While the store is faulty, at most once a second: tries a small write
+ * and, if it works, says the store recovered. Thread-safe. */
+void store_probe(void);
+
 #endif

@@ -12,6 +12,9 @@
  *      with 4002, and what it was not sent reaches it when it comes back
  *   6. a queue bigger than a peer's output limit is handed to it as its
  *      output drains, not all at once
+ *   7. a store that cannot write (file size limit: a full disk) makes
+ *      messages "failed", /health "degraded" with the reason, and recovers
+ *      by itself; what was acked before is delivered
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,7 +26,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "itutil.h"
@@ -405,6 +410,101 @@ static void test_queue_over_output_limit_is_paced(void **state)
 	gw_cleanup(&gw);
 }
 
+/* --- 7. store faults ---------------------------------------------------- */
+
+static long file_size(const char *dir, const char *name)
+{
+	char path[512];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	return stat(path, &st) == 0 ? (long)st.st_size : 0;
+}
+
+static const char *send_status(struct ws *m, const char *id, const char *content, int tmo)
+{
+	static char status[32];
+	json_t *ack;
+
+	assert_int_equal(it_mod_send(m, id, "s1", "c1", content), 0);
+	ack = it_wait_ack(m, id, tmo);
+	assert_non_null(ack);
+	snprintf(status, sizeof(status), "%s", it_str(ack, "status"));
+	json_decref(ack);
+	return status;
+}
+
+static void test_store_fault_degrades_and_recovers(void **state)
+{
+	struct gw_proc gw;
+	struct ws *m, *bot;
+	char *big = filler(256 * 1024), id[32], body[2048];
+	struct rlimit lim;
+	long biggest = 0;
+	int failed = 0, queued = 0;
+	json_t *j;
+
+	(void)state;
+	assert_int_equal(gw_start(&gw, QUIET "body_size = 1\n[store]\npath = data/gateway.db\n"
+	                                       "[log]\nlevel = warn\n"), 0);
+	m = join_mod(&gw, "s1", "c1");
+	assert_string_equal(send_status(m, "before", "acked before the fault", T), "queued");
+	/* no file of the gateway may grow past 1 MB more than the biggest now */
+	for (const char *const *f = (const char *const[]){ "data/gateway.db", "data/gateway.db-wal",
+	                                                   "stderr.log", NULL }; *f; f++)
+		if (file_size(gw.dir, *f) > biggest)
+			biggest = file_size(gw.dir, *f);
+	assert_int_equal(prlimit(gw.pid, RLIMIT_FSIZE, NULL, &lim), 0);
+	lim.rlim_cur = (rlim_t)biggest + (1 << 20);   /* the hard limit stays */
+	assert_int_equal(prlimit(gw.pid, RLIMIT_FSIZE, &lim, NULL), 0);
+	for (int i = 0; i < 40 && !failed; i++) {
+		const char *st;
+
+		snprintf(id, sizeof(id), "f%d", i);
+		st = send_status(m, id, big, T * gw_slack(&gw));
+		failed += strcmp(st, "failed") == 0;
+		queued += strcmp(st, "queued") == 0;
+	}
+	print_message("store fault: %d queued, then failed\n", queued);
+	assert_int_equal(failed, 1);
+	assert_int_equal(http_get(gw.port, "/health", NULL, body, sizeof(body), T), 200);
+	print_message("health: %s\n", body);
+	assert_non_null(strstr(body, "\"status\":\"degraded\""));
+	assert_non_null(strstr(body, "\"reason\":\"store: "));
+	/* space again: it recovers by itself (a probe), then messages queue */
+	lim.rlim_cur = lim.rlim_max;
+	assert_int_equal(prlimit(gw.pid, RLIMIT_FSIZE, &lim, NULL), 0);
+	for (int64_t until = now_ms() + T * gw_slack(&gw);; sleep_ms(100)) {
+		assert_int_equal(http_get(gw.port, "/health", NULL, body, sizeof(body), T), 200);
+		if (strstr(body, "\"status\":\"healthy\"") || now_ms() > until)
+			break;
+	}
+	assert_non_null(strstr(body, "\"status\":\"healthy\""));
+	assert_string_equal(send_status(m, "after", "after the fault", T), "queued");
+	/* the bot gets what was acked queued, in order, and not what failed */
+	bot = join(&gw, "{\"type\":\"bot\",\"data\":{\"bot_id\":\"b\"}}");
+	j = it_wait_msg(bot, T);
+	assert_non_null(j);
+	assert_string_equal(it_str(j, "msg_id"), "before");
+	json_decref(j);
+	for (int i = 0; i < queued; i++) {
+		snprintf(id, sizeof(id), "f%d", i);
+		j = it_wait_msg(bot, T * gw_slack(&gw));
+		assert_non_null(j);
+		assert_string_equal(it_str(j, "msg_id"), id);
+		json_decref(j);
+	}
+	j = it_wait_msg(bot, T);
+	assert_non_null(j);
+	assert_string_equal(it_str(j, "msg_id"), "after");
+	json_decref(j);
+	ws_free(bot);
+	ws_free(m);
+	free(big);
+	assert_int_equal(gw_stop(&gw, SIGTERM, 10000), 0);
+	gw_cleanup(&gw);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -414,6 +514,7 @@ int main(void)
 		cmocka_unit_test(test_close_reason_not_utf8_1007),
 		cmocka_unit_test(test_output_bytes_max_drops_the_worst),
 		cmocka_unit_test(test_queue_over_output_limit_is_paced),
+		cmocka_unit_test(test_store_fault_degrades_and_recovers),
 	};
 
 	if (getenv("TEST_FILTER"))
