@@ -338,6 +338,21 @@ static void fake_send(const char *text)
 	assert_int_equal(send(fk.fd, frame, head + len, MSG_NOSIGNAL), (ssize_t)(head + len));
 }
 
+/* Sends a close frame with code and reason. */
+static void fake_send_close(int code, const char *reason)
+{
+	unsigned char frame[4 + 125];
+	size_t len = strlen(reason);
+
+	assert_true(len <= 123);
+	frame[0] = 0x88;
+	frame[1] = (unsigned char)(2 + len);
+	frame[2] = (unsigned char)(code >> 8);
+	frame[3] = (unsigned char)code;
+	memcpy(frame + 4, reason, len);
+	assert_int_equal(send(fk.fd, frame, 4 + len, MSG_NOSIGNAL), (ssize_t)(4 + len));
+}
+
 /* Takes the client's next connection: answers its upgrade and returns its
  * handshake (caller decrefs), or NULL. An earlier connection is dropped
  * (closed: the client sees its gateway go and reconnects). */
@@ -387,6 +402,9 @@ static void fake_msg(const char *type, const char *channel, long long seq, const
 	         content, seq);
 	fake_send(text);
 }
+
+/* The connected reply, with `rest` (members after "type"). */
+#define CONNECTED(type, rest) "{\"status\":\"connected\",\"type\":\"" type "\"," rest "}"
 
 /* The handshake's data.since, borrowed from hs (NULL if none). */
 static json_t *since_of(json_t *hs)
@@ -839,9 +857,39 @@ static void test_client_usage_errors(void **state)
 	assert_int_equal(proc_wait(p, T), 2);
 }
 
-/* --- resume (spec 7a) against the scripted gateway --------------------- */
+/* 4004: a link that ends for the rate limit does not start the backoff
+ * again at its least (400 ms here): 800 ms, then 1600 ms while links keep
+ * ending so. The scripted gateway closes each link right after the
+ * connected reply. */
+static void test_client_rate_limit_backs_off_longer(void **state)
+{
+	struct proc *mod;
+	int64_t t;
+	json_t *hs;
+	int i;
 
-#define CONNECTED(type, rest) "{\"status\":\"connected\",\"type\":\"" type "\"," rest "}"
+	(void)state;
+	mod = start_peer(fk.port, "mod", "--server-id=s1", "--channel=42", "--backoff-ms=400");
+	assert_non_null(mod);
+	hs = fake_accept();
+	assert_non_null(hs);
+	json_decref(hs);
+	for (i = 1; i <= 2; i++) {
+		fake_send(CONNECTED("mod", "\"epoch\":\"E1\""));
+		fake_send_close(4004, "Rate limit exceeded.");
+		t = now_ms();
+		hs = fake_accept();
+		assert_non_null(hs);
+		json_decref(hs);
+		assert_true(now_ms() - t >= 400 << i);
+	}
+	assert_int_equal(proc_err_count(mod, "(close 4004)"), 2);
+	fake_close();
+	proc_close_stdin(mod);
+	assert_int_equal(proc_wait(mod, T), 0);
+}
+
+/* --- resume (spec 7a) against the scripted gateway --------------------- */
 
 static void test_client_resume_mod(void **state)
 {
@@ -1148,6 +1196,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_client_reconnects_after_restart, up, down),
 		cmocka_unit_test_setup_teardown(test_client_bad_key_exits_3, up, down),
 		cmocka_unit_test_setup_teardown(test_client_usage_errors, up, down),
+		cmocka_unit_test_setup_teardown(test_client_rate_limit_backs_off_longer, up_fake, down),
 		cmocka_unit_test_setup_teardown(test_client_resume_mod, up_fake, down),
 		cmocka_unit_test_setup_teardown(test_client_state_file_bot, up_fake, down),
 		cmocka_unit_test_setup_teardown(test_client_bad_state_exits_2, up_fake, down),
