@@ -1,8 +1,9 @@
 /*
  * it_tools.c - the companion tools against the real gateway: homestead-client
  * processes driven through pipes (a mod and a bot talking, a reconnect that
- * resends an unacknowledged message with its msg_id, a refused key, resume
- * and --state), and a short homestead-bench run of every scenario. The tools
+ * resends an unacknowledged message with its msg_id, a refused key, what
+ * the client does after each close code, resume and --state), and a short
+ * homestead-bench run of every scenario. The tools
  * are found beside the gateway binary (gw_binary()). Resume is also played
  * against a scripted gateway in this file (struct fake): it speaks spec 7a
  * (epoch, seq, since) step by step, as the test says.
@@ -253,6 +254,24 @@ static int proc_err_wait(struct proc *p, const char *needle, int timeout_ms)
 	return -1;
 }
 
+/* How many times the tool's stderr holds needle so far. */
+static int proc_err_count(struct proc *p, const char *needle)
+{
+	static char text[1 << 16];
+	const char *at;
+	ssize_t n;
+	int fd, count = 0;
+
+	if ((fd = open(p->err_path, O_RDONLY | O_CLOEXEC)) < 0)
+		return 0;
+	n = read(fd, text, sizeof(text) - 1);
+	close(fd);
+	text[n > 0 ? n : 0] = '\0';
+	for (at = text; (at = strstr(at, needle)) != NULL; at += strlen(needle))
+		count++;
+	return count;
+}
+
 /* The content of the next message the tool prints ("" if none comes). */
 static const char *next_content(struct proc *p, int timeout_ms)
 {
@@ -319,6 +338,21 @@ static void fake_send(const char *text)
 	assert_int_equal(send(fk.fd, frame, head + len, MSG_NOSIGNAL), (ssize_t)(head + len));
 }
 
+/* Sends a close frame with code and reason. */
+static void fake_send_close(int code, const char *reason)
+{
+	unsigned char frame[4 + 125];
+	size_t len = strlen(reason);
+
+	assert_true(len <= 123);
+	frame[0] = 0x88;
+	frame[1] = (unsigned char)(2 + len);
+	frame[2] = (unsigned char)(code >> 8);
+	frame[3] = (unsigned char)code;
+	memcpy(frame + 4, reason, len);
+	assert_int_equal(send(fk.fd, frame, 4 + len, MSG_NOSIGNAL), (ssize_t)(4 + len));
+}
+
 /* Takes the client's next connection: answers its upgrade and returns its
  * handshake (caller decrefs), or NULL. An earlier connection is dropped
  * (closed: the client sees its gateway go and reconnects). */
@@ -368,6 +402,9 @@ static void fake_msg(const char *type, const char *channel, long long seq, const
 	         content, seq);
 	fake_send(text);
 }
+
+/* The connected reply, with `rest` (members after "type"). */
+#define CONNECTED(type, rest) "{\"status\":\"connected\",\"type\":\"" type "\"," rest "}"
 
 /* The handshake's data.since, borrowed from hs (NULL if none). */
 static json_t *since_of(json_t *hs)
@@ -446,6 +483,13 @@ static int up(void **state)
 {
 	(void)state;
 	return gw_start(&gw, NULL);
+}
+
+/* body_size = 1 MB, for the message too big. */
+static int up_small_body(void **state)
+{
+	(void)state;
+	return gw_start(&gw, "body_size = 1\n");
 }
 
 /* For the tests that play the gateway themselves. */
@@ -658,28 +702,126 @@ static void test_client_resends_unacked_after_reconnect(void **state)
 	assert_int_equal(proc_wait(mod, T), 0);
 }
 
-static void test_client_replaced_does_not_flap(void **state)
+/* --- what the client does after each close code (README, "Close codes") -- */
+
+/* 4000: a second connection with our server_id took the slot. The client
+ * says so and waits --replaced-backoff (far over its usual backoff here)
+ * before it takes the slot back: two instances with one server_id would
+ * otherwise knock each other off many times a second. */
+static void test_client_replaced_backs_off(void **state)
 {
-	struct proc *old, *new;
+	struct proc *mod;
+	struct ws *w;
+	int64_t t0;
 	json_t *j;
 
 	(void)state;
-	old = start_mod("srv-x", "chan-x", "--backoff-ms=100");
-	j = proc_line(old, "\"connected\"", T);
+	mod = start_peer(gw.port, "mod", "--server-id=srv-x", "--channel=chan-x",
+	                 "--replaced-backoff=2");
+	assert_non_null(mod);
+	j = proc_line(mod, "\"connected\"", T);
 	assert_non_null(j);
 	json_decref(j);
-	new = start_mod("srv-x", "chan-x", "--backoff-ms=100");
-	j = proc_line(new, "\"connected\"", T);
+	t0 = now_ms();
+	w = gw_mod(&gw, "srv-x", "chan-x");
+	assert_non_null(w);
+	assert_int_equal(proc_err_wait(mod, "replaced (close 4000): another connection with "
+	                               "server_id srv-x on channel chan-x", T), 0);
+	assert_int_equal(proc_err_wait(mod, "reconnecting in 2.0 s", T), 0);
+	/* back after the 2 s, not before; the test's connection is replaced then */
+	j = proc_line(mod, "\"connected\"", 2000 + T);
 	assert_non_null(j);
 	json_decref(j);
-	/* the older one steps aside instead of taking the slot back */
-	assert_int_equal(proc_wait(old, T), 1);
-	proc_write(new, "still here\n");
-	j = proc_line(new, "\"status\":\"queued\"", T);
+	assert_true(now_ms() - t0 >= 2000);
+	assert_int_equal(ws_wait_close(w, T), 4000);
+	ws_free(w);
+	assert_int_equal(proc_err_count(mod, "connecting to"), 2);
+	proc_close_stdin(mod);
+	assert_int_equal(proc_wait(mod, T), 0);
+}
+
+/* 1008: the key was rotated away on SIGHUP: the client says why and exits 3
+ * instead of knocking with a key that will not open again. */
+static void test_client_key_revoked_exits_3(void **state)
+{
+	struct proc *mod;
+	json_t *j;
+
+	(void)state;
+	mod = start_peer(gw.port, "mod", "--server-id=srv-k", "--channel=chan-k", NULL);
+	assert_non_null(mod);
+	j = proc_line(mod, "\"connected\"", T);
 	assert_non_null(j);
 	json_decref(j);
-	proc_close_stdin(new);
-	assert_int_equal(proc_wait(new, T), 0);
+	assert_int_equal(gw_config_replace(&gw, "test-key", "rotated1"), 0);
+	kill(gw.pid, SIGHUP);
+	assert_int_equal(proc_err_wait(mod, "revoked the key (close 1008)", T), 0);
+	assert_int_equal(proc_wait(mod, T), 3);
+}
+
+/* 1009: a message over body_size ends the link once; the client drops it,
+ * says so, reconnects and carries on with the next one. */
+static void test_client_too_big_not_resent(void **state)
+{
+	const size_t big = 1300000;   /* body_size is 1 MB */
+	struct proc *mod;
+	char id[128], *line;
+	json_t *j;
+
+	(void)state;
+	mod = start_peer(gw.port, "mod", "--server-id=srv-b", "--channel=chan-b", "--wait=3");
+	assert_non_null(mod);
+	j = proc_line(mod, "\"connected\"", T);
+	assert_non_null(j);
+	json_decref(j);
+	line = malloc(big + 2);
+	assert_non_null(line);
+	memset(line, 'x', big);
+	memcpy(line + big, "\n", 2);
+	proc_write(mod, line);
+	free(line);
+	proc_write(mod, "small after\n");
+	assert_int_equal(proc_err_wait(mod, "over the gateway's body_size: dropped", T), 0);
+	snprintf(id, sizeof(id), "srv-b-%d-2", (int)mod->pid);
+	j = proc_line(mod, id, T);
+	assert_non_null(j);
+	assert_string_equal(it_str(j, "status"), "queued");
+	json_decref(j);
+	/* nothing left pending: end of input ends it at once, with 0 */
+	proc_close_stdin(mod);
+	assert_int_equal(proc_err_count(mod, "1009"), 1);
+	assert_int_equal(proc_err_count(mod, "connected to"), 2);
+	assert_int_equal(proc_wait(mod, T), 0);
+}
+
+/* 1001: the gateway restarts; the client reconnects with its backoff and
+ * goes on. */
+static void test_client_reconnects_after_restart(void **state)
+{
+	struct proc *mod;
+	char id[128];
+	json_t *j;
+
+	(void)state;
+	mod = start_peer(gw.port, "mod", "--server-id=srv-g", "--channel=chan-g", NULL);
+	assert_non_null(mod);
+	j = proc_line(mod, "\"connected\"", T);
+	assert_non_null(j);
+	json_decref(j);
+	assert_int_equal(gw_stop(&gw, SIGTERM, 5000), 0);
+	assert_int_equal(proc_err_wait(mod, "closed the connection: 1001", T), 0);
+	assert_int_equal(gw_restart(&gw), 0);
+	j = proc_line(mod, "\"connected\"", T);
+	assert_non_null(j);
+	json_decref(j);
+	proc_write(mod, "after the restart\n");
+	snprintf(id, sizeof(id), "srv-g-%d-1", (int)mod->pid);
+	j = proc_line(mod, id, T);
+	assert_non_null(j);
+	assert_string_equal(it_str(j, "status"), "queued");
+	json_decref(j);
+	proc_close_stdin(mod);
+	assert_int_equal(proc_wait(mod, T), 0);
 }
 
 static void test_client_bad_key_exits_3(void **state)
@@ -715,9 +857,39 @@ static void test_client_usage_errors(void **state)
 	assert_int_equal(proc_wait(p, T), 2);
 }
 
-/* --- resume (spec 7a) against the scripted gateway --------------------- */
+/* 4004: a link that ends for the rate limit does not start the backoff
+ * again at its least (400 ms here): 800 ms, then 1600 ms while links keep
+ * ending so. The scripted gateway closes each link right after the
+ * connected reply. */
+static void test_client_rate_limit_backs_off_longer(void **state)
+{
+	struct proc *mod;
+	int64_t t;
+	json_t *hs;
+	int i;
 
-#define CONNECTED(type, rest) "{\"status\":\"connected\",\"type\":\"" type "\"," rest "}"
+	(void)state;
+	mod = start_peer(fk.port, "mod", "--server-id=s1", "--channel=42", "--backoff-ms=400");
+	assert_non_null(mod);
+	hs = fake_accept();
+	assert_non_null(hs);
+	json_decref(hs);
+	for (i = 1; i <= 2; i++) {
+		fake_send(CONNECTED("mod", "\"epoch\":\"E1\""));
+		fake_send_close(4004, "Rate limit exceeded.");
+		t = now_ms();
+		hs = fake_accept();
+		assert_non_null(hs);
+		json_decref(hs);
+		assert_true(now_ms() - t >= 400 << i);
+	}
+	assert_int_equal(proc_err_count(mod, "(close 4004)"), 2);
+	fake_close();
+	proc_close_stdin(mod);
+	assert_int_equal(proc_wait(mod, T), 0);
+}
+
+/* --- resume (spec 7a) against the scripted gateway --------------------- */
 
 static void test_client_resume_mod(void **state)
 {
@@ -1018,9 +1190,13 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_client_mod_bot_exchange, up, down),
 		cmocka_unit_test_setup_teardown(test_client_resends_unacked_after_reconnect, up, down),
-		cmocka_unit_test_setup_teardown(test_client_replaced_does_not_flap, up, down),
+		cmocka_unit_test_setup_teardown(test_client_replaced_backs_off, up, down),
+		cmocka_unit_test_setup_teardown(test_client_key_revoked_exits_3, up, down),
+		cmocka_unit_test_setup_teardown(test_client_too_big_not_resent, up_small_body, down),
+		cmocka_unit_test_setup_teardown(test_client_reconnects_after_restart, up, down),
 		cmocka_unit_test_setup_teardown(test_client_bad_key_exits_3, up, down),
 		cmocka_unit_test_setup_teardown(test_client_usage_errors, up, down),
+		cmocka_unit_test_setup_teardown(test_client_rate_limit_backs_off_longer, up_fake, down),
 		cmocka_unit_test_setup_teardown(test_client_resume_mod, up_fake, down),
 		cmocka_unit_test_setup_teardown(test_client_state_file_bot, up_fake, down),
 		cmocka_unit_test_setup_teardown(test_client_bad_state_exits_2, up_fake, down),

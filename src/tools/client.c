@@ -11,14 +11,18 @@
  * said on stderr. The connection is kept up with exponential backoff (1 s,
  * 2 s, 4 s ... 30 s); messages not yet acknowledged are kept and sent again,
  * with the same msg_id, after a reconnect (the gateway answers a repeat with
- * "duplicate":true instead of routing it twice). A refused key ends the
- * program with exit code 3, without retrying.
+ * "duplicate":true instead of routing it twice). A refused or revoked key
+ * ends the program with exit code 3, without retrying. The gateway's close
+ * code says what comes next (client_conn.c, close_follow): replaced by a
+ * newer connection with the same server_id (4000) waits --replaced-backoff
+ * (30 s) before it tries again, so that two instances with one server_id do
+ * not knock each other off many times a second; a message too big (1009) is
+ * dropped, not sent again; the rest is the usual backoff.
  *
  * One thread, one socket, poll() on stdin and the socket; writes block with
- * a timeout. Exit codes: 0 done, 1 gave up (messages left unacknowledged, or
- * replaced by a newer connection with the same id: reconnecting would only
- * take the slot back, again and again), 2 usage or a handshake the gateway
- * refused as malformed, 3 key refused or revoked.
+ * a timeout. Exit codes: 0 done, 1 gave up (messages left unacknowledged),
+ * 2 usage or a handshake the gateway refused as malformed, 3 key refused or
+ * revoked.
  *
  * Resume: the client keeps, per stream it receives, the last seq it printed
  * and says so in every handshake once the gateway has named its epoch; what
@@ -74,6 +78,9 @@ static const char usage[] =
 	"standard output as one line of JSON. Reconnects with backoff (1 s ... 30 s),\n"
 	"resends unacknowledged messages with the same msg_id, and resumes: messages\n"
 	"missed while away are sent again, those already printed are not printed twice.\n"
+	"The gateway's close code decides the rest: 1008 (key revoked) exits; 4000\n"
+	"(replaced by another connection with the same server_id) waits\n"
+	"--replaced-backoff first; 1009 (message too big) drops that message.\n"
 	"\n"
 	"  --url URL           ws://host:port/sync (default ws://127.0.0.1:3333/sync)\n"
 	"  --key K             API key (default: $HOMESTEAD_KEY), sent as X-API-Key;\n"
@@ -91,11 +98,15 @@ static const char usage[] =
 	"  --state FILE        keep the resume positions in FILE, so that a restart\n"
 	"                      resumes too: {\"type\":\"mod|bot\",\"epoch\":E,\n"
 	"                      \"streams\":{\"CHANNEL\":SEQ}} (default: in memory only)\n"
+	"  --replaced-backoff S\n"
+	"                      after close 4000 (replaced by another connection with\n"
+	"                      the same server_id), wait at least S seconds before\n"
+	"                      reconnecting (default 30, least 1)\n"
 	"  -h, --help          this help\n"
 	"\n"
-	"Exit status: 0 done; 1 messages left unacknowledged, or replaced by a newer\n"
-	"connection with the same id; 2 usage, a --state file that cannot be read, or\n"
-	"handshake refused as malformed; 3 key refused (HTTP 401, 403) or revoked.\n";
+	"Exit status: 0 done; 1 messages left unacknowledged; 2 usage, a --state file\n"
+	"that cannot be read, or handshake refused as malformed (400); 3 key refused\n"
+	"(HTTP 401, 403, handshake 403) or revoked (close 1008).\n";
 
 static void on_signal(int sig);
 static int parse_int(const char *s, long min, long max, long *out);
@@ -145,7 +156,7 @@ static int parse_int(const char *s, long min, long max, long *out)
 static int parse_args(struct client *c, int argc, char **argv)
 {
 	enum { O_URL = 256, O_KEY, O_SID, O_CHAN, O_BOT, O_AUTHOR, O_NAME, O_RAW, O_WAIT, O_MIN,
-	       O_MAX, O_COUNT, O_STATE, O_BACKOFF, O_READ_TIMEOUT };
+	       O_MAX, O_COUNT, O_STATE, O_REPLACED, O_BACKOFF, O_READ_TIMEOUT };
 	static const struct option longopts[] = {
 		{ "url", required_argument, NULL, O_URL },
 		{ "key", required_argument, NULL, O_KEY },
@@ -160,6 +171,7 @@ static int parse_args(struct client *c, int argc, char **argv)
 		{ "max-interval", required_argument, NULL, O_MAX },
 		{ "count", required_argument, NULL, O_COUNT },
 		{ "state", required_argument, NULL, O_STATE },
+		{ "replaced-backoff", required_argument, NULL, O_REPLACED },
 		/* hidden: for tests that cannot wait seconds */
 		{ "backoff-ms", required_argument, NULL, O_BACKOFF },
 		{ "read-timeout", required_argument, NULL, O_READ_TIMEOUT },
@@ -175,6 +187,7 @@ static int parse_args(struct client *c, int argc, char **argv)
 	c->backoff_ms = 1000;
 	c->wait_ms = 10000;
 	c->read_timeout_ms = 60000;
+	c->replaced_backoff_ms = 30000;
 	c->min_interval_ms = 1000;
 	c->max_interval_ms = 5000;
 	if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
@@ -209,10 +222,13 @@ static int parse_args(struct client *c, int argc, char **argv)
 		case O_MIN:
 		case O_MAX:
 		case O_COUNT:
+		case O_REPLACED:
 		case O_BACKOFF:
 		case O_READ_TIMEOUT:
-			if (parse_int(optarg, opt == O_BACKOFF || opt == O_READ_TIMEOUT ? 1 : 0,
-			              opt == O_COUNT ? 1000000000L : 86400000L, &v) < 0) {
+			if (parse_int(optarg,
+			              opt == O_BACKOFF || opt == O_READ_TIMEOUT || opt == O_REPLACED ? 1 : 0,
+			              opt == O_COUNT ? 1000000000L : opt == O_REPLACED ? 86400L : 86400000L,
+			              &v) < 0) {
 				say("bad number '%s' for --%s", optarg, longopts[opt - O_URL].name);
 				return -1;
 			}
@@ -224,6 +240,8 @@ static int parse_args(struct client *c, int argc, char **argv)
 				c->max_interval_ms = (int)v;
 			else if (opt == O_COUNT)
 				c->count = v;
+			else if (opt == O_REPLACED)
+				c->replaced_backoff_ms = (int)v * 1000;
 			else if (opt == O_BACKOFF)
 				c->backoff_ms = (int)v;
 			else
@@ -524,8 +542,9 @@ int main(int argc, char **argv)
 		if (rc <= 0)
 			continue;
 		if (sfd_idx >= 0 && pfd[sfd_idx].revents) {
+			/* frames that came before an EOF count: a close frame says why */
 			rc = recv_some(c);
-			if ((rc < 0 || on_frames(c) < 0) && c->fd >= 0)
+			if ((on_frames(c) < 0 || rc < 0) && c->fd >= 0)
 				conn_down(c, "connection lost");
 			state_save(c);   /* what this read printed */
 		}

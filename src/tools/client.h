@@ -53,6 +53,7 @@ struct client {
 	const char *url_text, *key;
 	const char *server_id, *channel, *bot_id, *author_id, *author_name;
 	int backoff_ms, backoff_max_ms, wait_ms, read_timeout_ms;
+	int replaced_backoff_ms;   /* the least wait after a 4000 (replaced) */
 	int min_interval_ms, max_interval_ms;
 	long count;
 	int raw;
@@ -67,6 +68,8 @@ struct client {
 	int64_t last_rx_ms;
 	int attempt;               /* failed attempts since the last success */
 	int64_t next_try_ms;
+	int close_code;            /* the gateway's close frame on this link, 0 none yet */
+	int rate_limited;          /* links in a row that ended with 4004 */
 
 	/* messages */
 	struct pending *pend;
@@ -114,8 +117,10 @@ void state_save(struct client *c);
 /* Connects, upgrades and sends the handshake: 0 (state ST_HANDSHAKE), -1
  * when the next attempt is scheduled; exits on a refused key. */
 int conn_open(struct client *c);
-/* Drops the connection (why said if not NULL) and schedules the next try;
- * pending messages stay, to be resent after the next handshake. */
+/* Drops the connection (why said if not NULL), acts on the gateway's close
+ * code (exits on 1008; 4000 waits --replaced-backoff; 1009 drops the message
+ * too big) and schedules the next try; pending messages stay, to be resent
+ * after the next handshake. */
 void conn_down(struct client *c, const char *why);
 /* Reads what the socket has: 1 got bytes, 0 nothing yet, -1 EOF/error. */
 int recv_some(struct client *c);
@@ -137,6 +142,9 @@ int on_message(struct client *c, const unsigned char *data, size_t len);
 int read_stdin(struct client *c);
 /* sim: sends the next chat line when it is due. */
 void sim_tick(struct client *c, int64_t now);
+/* After a close 1009: drops the largest message sent on the link just
+ * dropped and not acknowledged (it is over body_size), and says so. */
+void pending_drop_too_big(struct client *c);
 /* Frees every pending message. */
 void pending_free(struct client *c);
 /* Forgets every position and holds epoch (copied; NULL: none): 0 or -1. */

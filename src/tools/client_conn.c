@@ -4,6 +4,14 @@
  * (pings answered, the close handshake, messages reassembled and passed to
  * client_msg.c), and the drop that schedules the next attempt with
  * exponential backoff. One socket; writes block up to WRITE_MS.
+ *
+ * What follows a drop depends on the gateway's close code (README, "Close
+ * codes"), decided in one place, close_follow(): 1008 (key revoked) ends
+ * the program; 4000 (replaced by a newer connection with our server_id)
+ * waits at least --replaced-backoff; 1009 (message too big) drops that
+ * message from the pending ones; 4004 (rate limit) keeps the backoff
+ * growing across links; anything else, or no close frame, is the usual
+ * backoff.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -27,7 +35,10 @@
 static int tcp_connect(const struct wsc_url *u, char *err, size_t errlen);
 static int send_all(int fd, const void *data, size_t len, int timeout_ms);
 static int rbuf_reserve(struct client *c, size_t need);
-static void schedule_retry(struct client *c);
+static void close_said(struct client *c, const struct wsc_frame *f);
+static void close_peek(struct client *c);
+static int64_t close_follow(struct client *c, int was_ready);
+static void schedule_retry(struct client *c, int64_t least_ms);
 
 /* ---- socket --------------------------------------------------------------- */
 
@@ -232,27 +243,113 @@ int conn_open(struct client *c)
 	return 0;
 }
 
-/* Drops the connection (why: said on stderr if not NULL) and schedules the
- * next attempt; pending messages stay and go out again after the next
- * handshake. */
+/* Drops the connection (why: said on stderr if not NULL), acts on the
+ * gateway's close code (close_follow) and schedules the next attempt;
+ * pending messages stay and go out again after the next handshake. */
 void conn_down(struct client *c, const char *why)
 {
+	int was_ready = c->state == ST_READY;
+	int64_t least;
 	size_t i;
 
 	if (why)
 		say("%s", why);
+	if (c->fd >= 0 && c->state != ST_DOWN && !c->close_code)
+		close_peek(c);
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
 	c->state = ST_DOWN;
 	c->rlen = 0;
 	wsc_asm_free(&c->asm_);
+	least = close_follow(c, was_ready);   /* may exit: 1008 */
 	for (i = 0; i < c->npend; i++)
 		c->pend[i].sent = 0;
-	schedule_retry(c);
+	c->close_code = 0;
+	schedule_retry(c, least);
 }
 
-static void schedule_retry(struct client *c)
+/* Records the gateway's close frame f and says it. */
+static void close_said(struct client *c, const struct wsc_frame *f)
+{
+	char reason[160];
+
+	snprintf(reason, sizeof(reason), "%.*s", (int)(f->len > 2 ? f->len - 2 : 0),
+	         (const char *)f->payload + 2);
+	say("the gateway closed the connection: %d%s%s", f->close_code, reason[0] ? " " : "",
+	    reason);
+	c->close_code = f->close_code;
+}
+
+/*
+ * The link broke without a close frame handled: the gateway may have sent
+ * one all the same. After a 1009 it reads on for a while, then closes, and
+ * the part of a big message it did not read makes that a reset which our
+ * send sees first. So take what the socket still holds, without waiting,
+ * and look for a close frame after the frames handled (rbuf starts at a
+ * frame boundary once the upgrade is done). Data frames there are left: an
+ * ack lost with them leaves its message pending, and the resend is
+ * answered "duplicate".
+ */
+static void close_peek(struct client *c)
+{
+	struct wsc_frame f;
+	const char *why;
+	size_t off = 0;
+	int n;
+
+	for (n = 0; n < 64 && recv_some(c) > 0; n++)
+		;
+	while (wsc_frame_parse(c->rbuf + off, c->rlen - off, MAX_MESSAGE, &f, &why) == WSC_DONE) {
+		if (f.opcode == WSC_OP_CLOSE) {
+			close_said(c, &f);
+			return;
+		}
+		off += f.frame_len;
+	}
+}
+
+/*
+ * What the close code of the link just dropped asks for (README, "Close
+ * codes"). Returns the least delay before the next attempt (0: the usual
+ * backoff); exits on a revoked key.
+ */
+static int64_t close_follow(struct client *c, int was_ready)
+{
+	switch (c->close_code) {
+	case 1008:
+		say("the gateway revoked the key (close 1008): check --key / HOMESTEAD_KEY "
+		    "(not retrying)");
+		finish(c, EXIT_AUTH);
+	case 4000:
+		/* the newer one holds the slot; taking it back at once would
+		 * knock it off, and it would do the same to us, for ever */
+		c->rate_limited = 0;
+		say("replaced (close 4000): another connection with server_id %s on channel %s "
+		    "took this one's place; two clients with one server_id knock each other off "
+		    "for ever: is a second one running?", c->server_id ? c->server_id : "?",
+		    c->channel ? c->channel : "?");
+		return c->replaced_backoff_ms;
+	case 1009:
+		pending_drop_too_big(c);
+		break;
+	case 4004:
+		/* it was refused for seconds on end: a reconnect at the least
+		 * backoff would only start that again */
+		c->rate_limited++;
+		if (c->attempt < c->rate_limited)
+			c->attempt = c->rate_limited;
+		say("over the gateway's rate limit for too long (close 4004): send more slowly; "
+		    "backing off longer");
+		return 0;
+	}
+	if (was_ready)
+		c->rate_limited = 0;
+	return 0;
+}
+
+/* The next attempt after the exponential backoff, least_ms at the soonest. */
+static void schedule_retry(struct client *c, int64_t least_ms)
 {
 	int64_t delay = c->backoff_ms;
 	int i;
@@ -261,6 +358,8 @@ static void schedule_retry(struct client *c)
 		delay *= 2;
 	if (delay > c->backoff_max_ms)
 		delay = c->backoff_max_ms;
+	if (delay < least_ms)
+		delay = least_ms;
 	c->attempt++;
 	c->next_try_ms = now_ms() + delay;
 	if (!c->quitting || c->npend)
@@ -330,7 +429,6 @@ int on_frames(struct client *c)
 	enum wsc_parse pr;
 	size_t off = 0, mlen;
 	int op, rc = 0;
-	char reason[160];
 
 	while (rc == 0) {
 		pr = wsc_frame_parse(c->rbuf + off, c->rlen - off, MAX_MESSAGE, &f, &why);
@@ -355,10 +453,7 @@ int on_frames(struct client *c)
 		case WSC_OP_PONG:
 			break;
 		case WSC_OP_CLOSE:
-			snprintf(reason, sizeof(reason), "%.*s", (int)(f.len > 2 ? f.len - 2 : 0),
-			         (const char *)f.payload + 2);
-			say("the gateway closed the connection: %d%s%s", f.close_code,
-			    reason[0] ? " " : "", reason);
+			close_said(c, &f);
 			{
 				/* answer with the same code, as RFC 6455 asks */
 				unsigned char buf[WSC_HEAD_MAX + 125];
@@ -369,17 +464,7 @@ int on_frames(struct client *c)
 				         wsc_close_encode(buf, f.close_code == 1005 ? 0 : f.close_code, NULL,
 				                          mask), 1000);
 			}
-			if (f.close_code == 1008) {
-				say("the key was revoked (not retrying)");
-				finish(c, EXIT_AUTH);
-			}
-			if (strncmp(reason, "Replaced", 8) == 0) {
-				/* a newer peer took our server_id (or the bot slot):
-				 * reconnecting would only take it back, again and again */
-				say("another connection took over; not reconnecting");
-				finish(c, EXIT_GAVE_UP);
-			}
-			rc = -1;
+			rc = -1;   /* conn_down below acts on the code */
 			break;
 		default:
 			pr = wsc_asm_feed(&c->asm_, &f, MAX_MESSAGE, &msg, &mlen, &op, &why);

@@ -81,11 +81,12 @@ static int send_pending(struct client *c)
 	for (i = 0; i < c->npend; i++) {
 		if (c->pend[i].sent)
 			continue;
+		/* sent, even if only in part: after a 1009 it may be the one */
+		c->pend[i].sent = 1;
 		if (send_frame(c, WSC_OP_TEXT, c->pend[i].json, c->pend[i].len) < 0) {
 			conn_down(c, "send failed");
 			return -1;
 		}
-		c->pend[i].sent = 1;
 	}
 	return 0;
 }
@@ -133,6 +134,33 @@ static void pending_remove(struct client *c, const char *msg_id)
 		c->npend--;
 		return;
 	}
+}
+
+/*
+ * After a 1009: the message over body_size was sent on the link just
+ * dropped and not acknowledged (the acks of those before it came first).
+ * The largest of those is at least as large, so over body_size too, and
+ * sending it again would only end the next link the same way: it goes.
+ */
+void pending_drop_too_big(struct client *c)
+{
+	struct pending *big = NULL;
+	size_t i;
+
+	for (i = 0; i < c->npend; i++)
+		if (c->pend[i].sent && (!big || c->pend[i].len > big->len))
+			big = &c->pend[i];
+	if (!big) {
+		say("no message of ours was pending: nothing dropped");
+		return;
+	}
+	say("message %s (%zu bytes) is over the gateway's body_size: dropped, not sent again",
+	    big->msg_id[0] ? big->msg_id : "without msg_id", big->len);
+	free(big->msg_id);
+	free(big->json);
+	i = (size_t)(big - c->pend);
+	memmove(big, big + 1, (c->npend - i - 1) * sizeof(*big));
+	c->npend--;
 }
 
 void pending_free(struct client *c)
@@ -472,9 +500,11 @@ int on_message(struct client *c, const unsigned char *data, size_t len)
 				say("the key is not allowed for this role (not retrying)");
 				finish(c, EXIT_AUTH);
 			}
-			if (cv == 400)
+			if (cv == 400) {
+				say("the same handshake would be refused again (not retrying)");
 				finish(c, EXIT_USAGE);
-			return -1;
+			}
+			return -1;   /* 409 (another bot answered its probe), 408: backoff */
 		}
 	} else if (status && id) {
 		if (strcmp(status, "failed") == 0)
