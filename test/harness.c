@@ -76,7 +76,6 @@ static int argv_build(const char **argv, const char *const *args);
 static pid_t child_spawn(const char *const *argv, int out_fd);
 static int child_wait(pid_t pid, int timeout_ms, int *status);
 static int status_code(int status);
-static int port_free(void);
 static char *file_read(const char *path);
 static int file_write(const char *path, const char *text);
 static int rm_entry(const char *path, const struct stat *st, int flag,
@@ -310,26 +309,35 @@ status_code(int status)
 
 /* ---- files ---------------------------------------------------------- */
 
-/* Returns a free loopback TCP port, or -1. The port is free now, not
- * reserved: gw_start retries on another if the gateway cannot bind it. */
-static int
-port_free(void)
+/* The port is free now, not reserved: gw_start retries on another if the
+ * gateway cannot bind it. */
+int
+gw_free_port(void)
 {
+	static unsigned seed;
 	struct sockaddr_in sa;
-	socklen_t len = sizeof sa;
-	int fd, port = -1;
+	int fd, port, ok;
 
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -1;
-	memset(&sa, 0, sizeof sa);
-	sa.sin_family = AF_INET;
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-		port = ntohs(sa.sin_port);
-	close(fd);
-	return port;
+	if (!seed)
+		seed = (unsigned)getpid() ^ (unsigned)now_ms();
+	/* below 32768: above is the kernel's ephemeral range, where a port can
+	 * be taken by any client's connect meanwhile */
+	for (int i = 0; i < 200; i++) {
+		seed = seed * 1103515245u + 12345u;
+		port = 20000 + (int)((seed >> 8) % 12000);
+		fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return -1;
+		memset(&sa, 0, sizeof sa);
+		sa.sin_family = AF_INET;
+		sa.sin_port = htons((uint16_t)port);
+		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		ok = bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+		close(fd);
+		if (ok)
+			return port;
+	}
+	return -1;
 }
 
 /* Returns the whole file as a new NUL-terminated string, or NULL. */
@@ -653,7 +661,7 @@ gw_run_config(struct gw_proc *p, const char *ini, int port_fixed)
 	int tries, rc = -1, bind_failed = 0;
 
 	for (tries = 0; tries < HARNESS_TRIES; tries++) {
-		p->port = port_fixed > 0 ? port_fixed : port_free();
+		p->port = port_fixed > 0 ? port_fixed : gw_free_port();
 		if (p->port < 0)
 			break;
 		text = port_apply(ini, p->port);
@@ -724,7 +732,7 @@ gw_restart(struct gw_proc *p)
 		if (tries > 0) {
 			/* The old port is taken: move to a free one. */
 			ini = file_read(p->config);
-			p->port = port_free();
+			p->port = gw_free_port();
 			snprintf(line, sizeof line, "http_port = %d", p->port);
 			if (ini == NULL || p->port < 0 ||
 			    ini_set(&ini, "gateway", "http_port", line) < 0 ||

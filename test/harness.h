@@ -70,6 +70,9 @@ int gw_runtime(struct gw_proc *p);
  * 1 plain, 2 ASan, 3 TSan, 6 valgrind (slower there, not stuck). */
 int gw_slack(struct gw_proc *p);
 
+/* A loopback TCP port below 32768 that was free a moment ago, or -1. */
+int gw_free_port(void);
+
 /* Monotonic clock in ms, and a sleep that resumes after signals. */
 int64_t now_ms(void);
 void sleep_ms(int ms);

@@ -298,14 +298,18 @@ static void fake_close(void)
 static int fake_listen(void)
 {
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t alen = sizeof(a);
 
-	fk.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fk.lfd < 0 || bind(fk.lfd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-	    listen(fk.lfd, 4) < 0 || getsockname(fk.lfd, (struct sockaddr *)&a, &alen) < 0)
-		return -1;
-	fk.port = ntohs(a.sin_port);
-	return 0;
+	for (int i = 0; i < 20; i++) {
+		a.sin_port = htons((uint16_t)(fk.port = gw_free_port()));
+		fk.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fk.lfd < 0 || fk.port <= 0)
+			return -1;
+		if (bind(fk.lfd, (struct sockaddr *)&a, sizeof(a)) == 0 && listen(fk.lfd, 4) == 0)
+			return 0;
+		close(fk.lfd);   /* taken meanwhile: another */
+	}
+	fk.lfd = -1;
+	return -1;
 }
 
 /* Reads more from the connection, within T: 0, or -1. */

@@ -452,6 +452,27 @@ out:
 	return NULL;
 }
 
+/* Binds fd to a loopback port below 32768 (above is the kernel's ephemeral
+ * range, where any client's connect may take a port): 0 or -1. */
+static int
+bind_low(int fd, struct sockaddr_in *sa)
+{
+	static unsigned seed;
+
+	if (!seed)
+		seed = (unsigned)getpid() ^ (unsigned)time(NULL);
+	for (int i = 0; i < 200; i++) {
+		seed = seed * 1103515245u + 12345u;
+		memset(sa, 0, sizeof *sa);
+		sa->sin_family = AF_INET;
+		sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		sa->sin_port = htons((uint16_t)(20000 + (seed >> 8) % 12000));
+		if (bind(fd, (struct sockaddr *)sa, sizeof *sa) == 0)
+			return 0;
+	}
+	return -1;
+}
+
 static struct srv *
 srv_start(enum srv_mode mode)
 {
@@ -463,10 +484,7 @@ srv_start(enum srv_mode mode)
 	s->mode = mode;
 	s->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	assert_true(s->listen_fd >= 0);
-	memset(&sa, 0, sizeof sa);
-	sa.sin_family = AF_INET;
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(bind(s->listen_fd, (struct sockaddr *)&sa, sizeof sa), 0);
+	assert_int_equal(bind_low(s->listen_fd, &sa), 0);
 	assert_int_equal(listen(s->listen_fd, 4), 0);
 	assert_int_equal(getsockname(s->listen_fd, (struct sockaddr *)&sa, &len), 0);
 	s->port = ntohs(sa.sin_port);
@@ -658,10 +676,7 @@ test_connect_refused(void **state)
 	(void)state;
 	/* A port that was just free and has no listener. */
 	fd = socket(AF_INET, SOCK_STREAM, 0);
-	memset(&sa, 0, sizeof sa);
-	sa.sin_family = AF_INET;
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+	assert_int_equal(bind_low(fd, &sa), 0);
 	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
 	port = ntohs(sa.sin_port);
 	close(fd);
