@@ -37,7 +37,11 @@ deb=${1:-$top/build/${pkg}_${version}_$(dpkg --print-architecture).deb}
 [ -f "$deb" ] || fail "$deb not found (make deb)"
 case $deb in /* | ./*) ;; *) deb=./$deb ;; esac # apt takes a file only as a path
 
-installed() { dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null | grep -qv '^not-installed$'; }
+# Known to dpkg in any state but purged (config-files included).
+installed() {
+	local st
+	st=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null) && [ "$st" != not-installed ]
+}
 installed && fail "$pkg is installed here already; this check would purge it"
 getent passwd "$user" >/dev/null && fail "user $user exists; this check would delete it"
 for p in "${paths[@]}"; do
@@ -57,6 +61,7 @@ before=$(snapshot)
 
 gw_pid=
 gw_out=$(mktemp)
+apt_out=$(mktemp)
 cleanup() {
 	status=$?
 	if [ -n "$gw_pid" ] && kill -0 "$gw_pid" 2>/dev/null; then
@@ -67,16 +72,20 @@ cleanup() {
 		say "cleaning up: purging $pkg"
 		DEBIAN_FRONTEND=noninteractive timeout 300 apt-get purge -y -qq "$pkg" >/dev/null 2>&1 || true
 	fi
-	rm -f "$gw_out"
+	rm -f "$gw_out" "$apt_out"
 	exit $status
 }
 trap cleanup EXIT
 
-apt_get() { DEBIAN_FRONTEND=noninteractive timeout 300 apt-get -y -q -o Dpkg::Use-Pty=0 "$@"; }
+# apt-get, quiet unless it fails.
+apt_get() {
+	DEBIAN_FRONTEND=noninteractive timeout 300 apt-get -y -q -o Dpkg::Use-Pty=0 "$@" >"$apt_out" 2>&1 ||
+		{ cat "$apt_out" >&2; return 1; }
+}
 
 say "installing $(basename "$deb")"
 [[ $(dpkg-deb -c "$deb") == *' ./usr/bin/homestead-gateway'* ]] || fail "no /usr/bin/homestead-gateway in $deb"
-apt_get install "$deb" >/dev/null 2>&1 || { apt_get install "$deb" || true; fail "apt-get install"; }
+apt_get install "$deb" || fail "apt-get install"
 
 # What postinst promised.
 [ "$(getent passwd "$user" | cut -d: -f7)" = /usr/sbin/nologin ] || fail "no system user $user"
@@ -87,7 +96,7 @@ done
 [ "$(stat -c '%U:%G %a' "$etc/env")" = "root:root 600" ] || fail "$etc/env: owner or mode"
 key=$(sed -n 's/^GATEWAY_API_KEY=//p' "$etc/env")
 [[ $key =~ ^[0-9a-f]{64}$ ]] || fail "$etc/env holds no random key"
-dpkg-query -W -f='${Conffiles}\n' "$pkg" | grep -q "^ $etc/gateway.ini " || fail "gateway.ini is not a conffile"
+[[ $(dpkg-query -W -f='${Conffiles}' "$pkg") == *" $etc/gateway.ini "* ]] || fail "gateway.ini is not a conffile"
 [ -L /etc/systemd/system/multi-user.target.wants/$pkg.service ] || fail "the unit is not enabled"
 if command -v systemd-analyze >/dev/null; then
 	systemd-analyze verify "$unit" || fail "systemd-analyze verify $unit"
@@ -213,14 +222,14 @@ grep -q "$key" /var/log/$pkg/* && fail "the key is in the log"
 say "store and log written by $u_user, no key in the log"
 
 # A second installation changes nothing the first one made or the operator set.
-apt_get install --reinstall "$deb" >/dev/null 2>&1 || fail "apt-get install --reinstall"
+apt_get install --reinstall "$deb" || fail "apt-get install --reinstall"
 [ "$(sed -n 's/^GATEWAY_API_KEY=//p' "$etc/env")" = "$key" ] || fail "the reinstall changed the key"
 grep -q "^http_port = $port$" "$conf" || fail "the reinstall changed the edited conffile"
 
 say "reinstalled: key and edited config kept"
 
 # remove keeps the configuration, the key, the data and the user...
-apt_get remove "$pkg" >/dev/null 2>&1 || fail "apt-get remove"
+apt_get remove "$pkg" || fail "apt-get remove"
 [ ! -e /usr/bin/homestead-gateway ] || fail "remove left the binary"
 for f in "$etc/env" "$conf" "/var/lib/$pkg/gateway.db"; do
 	[ -f "$f" ] || fail "remove took $f"
@@ -228,7 +237,7 @@ done
 getent passwd "$user" >/dev/null || fail "remove took the user"
 say "removed: config, key, store and user kept"
 # ... and purge takes everything.
-apt_get purge "$pkg" >/dev/null 2>&1 || fail "apt-get purge"
+apt_get purge "$pkg" || fail "apt-get purge"
 ! installed || fail "$pkg still known to dpkg after the purge"
 after=$(snapshot)
 if [ "$after" != "$before" ]; then
