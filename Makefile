@@ -1,5 +1,5 @@
 # HomesteadGateway - see README.md. Targets: all run test asan tsan fuzz bench bench-compare
-# chaos install clean (and all-tests, fuzzers: what test and fuzz build).
+# chaos install deb clean (and all-tests, fuzzers: what test and fuzz build).
 # `make run` and `make test` first install what is missing (scripts/deps.sh).
 
 BUILD    ?= build
@@ -87,7 +87,7 @@ BINS := $(BUILD)/homestead-gateway $(BUILD)/homestead-client $(BUILD)/homestead-
 Q := $(if $(V),,@)
 .SECONDARY:
 .PHONY: all deps run test all-tests chaos asan tsan bench bench-compare fuzz fuzzers install \
-        uninstall clean distclean
+        uninstall deb clean distclean
 .DEFAULT_GOAL := all
 
 all: $(BINS)
@@ -231,6 +231,13 @@ install: all
 	$(Q)test -e $(DESTDIR)$(SYSCONFDIR)/homestead-gateway/gateway.ini || \
 	    install -m 0640 etc/gateway-production.ini $(DESTDIR)$(SYSCONFDIR)/homestead-gateway/gateway.ini
 	@echo "  INSTALL $(DESTDIR)$(PREFIX)/bin/homestead-gateway (see README.md, Operations)"
+
+# A Debian package, build/homestead-gateway_$(VERSION)_ARCH.deb, of this
+# build's binaries, the unit and the production config (scripts/deb.sh,
+# packaging/deb/); scripts/deb-check.sh installs, runs and purges it.
+deb: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)sh scripts/deb.sh $(BUILD) $(VERSION)
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,homestead-gateway homestead-client homestead-bench)
