@@ -234,7 +234,7 @@ install: all
 
 # A Debian package, build/homestead-gateway_$(VERSION)_ARCH.deb, of this
 # build's binaries, the unit and the production config (scripts/deb.sh,
-# packaging/deb/); scripts/deb-check.sh installs, runs and purges it.
+# etc/deb/); scripts/deb-check.sh installs, runs and purges it.
 deb: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)sh scripts/deb.sh $(BUILD) $(VERSION)

@@ -3,7 +3,7 @@
 # build's binaries with dpkg's own tools: dpkg-shlibdeps for Depends,
 # dpkg-deb to pack. Usage: scripts/deb.sh BUILD VERSION (make deb). The
 # maintainer scripts, control template, conffile list and copyright are in
-# packaging/deb/; the unit and the config are the project's own
+# etc/deb/; the unit and the config are the project's own
 # (etc/homestead-gateway.service with /usr paths, etc/gateway-production.ini).
 # Needs no root: files are packed as root:root (--root-owner-group).
 set -eu
@@ -55,7 +55,7 @@ install -m 0644 etc/gateway-production.ini "$root/etc/homestead-gateway/gateway.
 
 install -m 0644 etc/gateway.ini etc/gateway-production.ini etc/nginx.conf etc/Caddyfile \
 	"$root/usr/share/$pkg/"
-install -m 0644 packaging/deb/copyright "$root/usr/share/doc/$pkg/copyright"
+install -m 0644 etc/deb/copyright "$root/usr/share/doc/$pkg/copyright"
 install -m 0644 third_party/src/civetweb/debian/copyright "$root/usr/share/doc/$pkg/copyright.civetweb"
 gzip -9n <README.md >"$root/usr/share/doc/$pkg/README.md.gz"
 
@@ -77,9 +77,9 @@ commit=$(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo unknown)
 } | gzip -9n >"$root/usr/share/doc/$pkg/changelog.gz"
 chmod 0644 "$root/usr/share/doc/$pkg/README.md.gz" "$root/usr/share/doc/$pkg/changelog.gz"
 
-# Control files: ours, from packaging/deb/.
-install -m 0644 packaging/deb/conffiles "$root/DEBIAN/conffiles"
-install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm "$root/DEBIAN/"
+# Control files: ours, from etc/deb/.
+install -m 0644 etc/deb/conffiles "$root/DEBIAN/conffiles"
+install -m 0755 etc/deb/postinst etc/deb/prerm etc/deb/postrm "$root/DEBIAN/"
 
 # Depends: the shared libraries the binaries really link (libc6, libjansson4,
 # libsqlite3-0, libinih1 today), at the versions they need.
@@ -89,7 +89,7 @@ depends=$(cd "$work" && dpkg-shlibdeps -O "debian/$pkg"/usr/bin/* | sed -n 's/^s
 
 size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
 sed -e "s|@VERSION@|$version|" -e "s|@ARCH@|$arch|" -e "s|@MAINTAINER@|$maintainer|" \
-	-e "s|@SIZE@|$size|" -e "s|@DEPENDS@|$depends|" packaging/deb/control.in >"$root/DEBIAN/control"
+	-e "s|@SIZE@|$size|" -e "s|@DEPENDS@|$depends|" etc/deb/control.in >"$root/DEBIAN/control"
 
 (cd "$root" && find usr lib etc -type f ! -path etc/\* -print0 | sort -z | xargs -0 md5sum) \
 	>"$root/DEBIAN/md5sums"
