@@ -310,10 +310,17 @@ void server_set_keys(const struct gw_config *cfg)
 		registry_revoke(revoked);
 }
 
+void server_close_listeners(void)
+{
+	if (srv.ctx)
+		mg_stop_listening(srv.ctx);
+}
+
 void server_stop(int grace_ms)
 {
 	int64_t until = gw_now_mono() + grace_ms;
 
+	server_close_listeners();
 	if (!srv.ctx)
 		return;
 	registry_close_all(GW_CLOSE_GOING_AWAY, "Going away.");
