@@ -98,6 +98,8 @@ listen = 127.0.0.1
 http_port = $port
 api_key = $HOMESTEAD_KEY
 max_connections = $1
+; every bench peer connects from 127.0.0.1: no per-address limit to speak of
+max_per_ip = 100000
 queue_max = 100000
 queue_bytes_max = $qbytes
 $history

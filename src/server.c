@@ -241,7 +241,7 @@ static void copy_keys(const struct gw_config *cfg)
 
 int server_start(const struct gw_config *cfg, char *err, size_t errlen)
 {
-	char ports[96], threads[16], req_timeout[16], frame[24];
+	char ports[96], threads[16], req_timeout[16], per_ip[16], frame[24];
 	struct mg_callbacks cb;
 	struct mg_server_port sp[4];
 	struct mg_init_data init;
@@ -259,7 +259,11 @@ int server_start(const struct gw_config *cfg, char *err, size_t errlen)
 		snprintf(ports, sizeof(ports), "%s:%d", cfg->listen, cfg->http_port);
 	/* one worker per websocket, plus room for /health and /metrics */
 	snprintf(threads, sizeof(threads), "%u", cfg->max_connections + 8);
-	snprintf(req_timeout, sizeof(req_timeout), "%d", cfg->read_timeout * 1000);
+	/* CivetWeb's master thread closes a socket whose request head is not
+	 * complete within request_timeout_ms, before any worker sees it; the
+	 * same bound applies to its blocking writes of HTTP answers */
+	snprintf(req_timeout, sizeof(req_timeout), "%d", cfg->request_timeout * 1000);
+	snprintf(per_ip, sizeof(per_ip), "%u", cfg->max_per_ip);
 	snprintf(frame, sizeof(frame), "%zu", cfg->body_size);
 	opts[i++] = "listening_ports";          opts[i++] = ports;
 	opts[i++] = "num_threads";              opts[i++] = threads;
@@ -271,6 +275,9 @@ int server_start(const struct gw_config *cfg, char *err, size_t errlen)
 	opts[i++] = "max_request_size";         opts[i++] = "4096";
 	opts[i++] = "listen_backlog";           opts[i++] = "1024";
 	opts[i++] = "connection_queue";         opts[i++] = "256";
+	opts[i++] = "max_connections_per_ip";   opts[i++] = per_ip;
+	/* nothing is accepted before every handler is set (server_start) */
+	opts[i++] = "accept_at_start";          opts[i++] = "no";
 	opts[i++] = NULL;
 
 	memset(&cb, 0, sizeof(cb));
@@ -289,6 +296,7 @@ int server_start(const struct gw_config *cfg, char *err, size_t errlen)
 		return -1;
 	}
 	session_serve(srv.ctx, "/sync");
+	mg_start_accepting(srv.ctx);
 	n = mg_get_server_ports(srv.ctx, 4, sp);
 	srv.port = n > 0 ? sp[0].port : cfg->http_port;
 	return 0;
@@ -318,10 +326,17 @@ void server_set_keys(const struct gw_config *cfg)
 		registry_revoke(revoked);
 }
 
+void server_close_listeners(void)
+{
+	if (srv.ctx)
+		mg_stop_listening(srv.ctx);
+}
+
 void server_stop(int grace_ms)
 {
 	int64_t until = gw_now_mono() + grace_ms;
 
+	server_close_listeners();
 	if (!srv.ctx)
 		return;
 	registry_close_all(GW_CLOSE_GOING_AWAY, "Going away.");

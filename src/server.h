@@ -21,6 +21,12 @@ int server_port(void);
  * is no longer accepted. cfg is copied. */
 void server_set_keys(const struct gw_config *cfg);
 
+/* Refuses new connections from now on (the listening socket is shut at
+ * once; sockets that have not sent a whole request head are closed), while
+ * the open websockets go on. Idempotent; does nothing before server_start
+ * or after server_stop. Call from the thread that calls server_stop. */
+void server_close_listeners(void);
+
 /* Closes every websocket with 1001 "Going away.", waits up to grace_ms for
  * them to end, then stops CivetWeb (its workers are joined). */
 void server_stop(int grace_ms);

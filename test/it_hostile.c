@@ -10,8 +10,8 @@
  *
  * One gateway serves every test in the group (the point is that hostile
  * input piles up in one process). Its config: max_connections = 16 (so
- * CivetWeb runs 16 + 8 = 24 workers), read_timeout = 2 s (which is also
- * CivetWeb's request_timeout_ms), ping_interval = 1, handshake_timeout = 2.
+ * CivetWeb runs 16 + 8 = 24 workers), read_timeout = 2 s, request_timeout =
+ * 2 s (CivetWeb's request_timeout_ms), ping_interval = 1, handshake_timeout = 2.
  * Every wait in here is bounded; the whole file runs in ~15 s.
  * HOSTILE_DEBUG=1 prints the gateway's RSS, threads and fds after each case.
  */
@@ -50,6 +50,7 @@ static const char config[] =
 	"[gateway]\n"
 	"max_connections = 16\n"
 	"read_timeout = 2\n"
+	"request_timeout = 2\n"
 	"ping_interval = 1\n"
 	"handshake_timeout = 2\n";
 
@@ -968,11 +969,11 @@ static int64_t normal_client_ms(int timeout_ms)
 }
 
 /*
- * Slow HTTP clients hold a CivetWeb worker each until request_timeout_ms
- * (= read_timeout) has passed since the worker took them, whatever they
- * trickle. With as many of them as there are workers (and more waiting in
- * CivetWeb's queue), a normal client waits for a worker: it must still be
- * served within read_timeout + a margin.
+ * Slow HTTP clients, whatever they trickle, are held by CivetWeb's master
+ * thread until their request head is complete or request_timeout has
+ * passed since accept (patch 0010): they hold no worker. With more of them
+ * than there are workers, a normal client must still be served (within
+ * request_timeout + a margin here; it_door asserts the tighter bound).
  */
 static void run_slowloris(int n, int64_t *served_ms)
 {
