@@ -138,7 +138,7 @@ static void test_ping_flood_costs_no_memory(void **state)
 	char tail[5] = { 0 };
 
 	(void)state;
-	assert_int_equal(gw_start(&gw, QUIET), 0);
+	assert_int_equal(gw_start(&gw, QUIET "write_timeout = 600\n"), 0);
 	for (int i = 0; i < N; i++) {
 		char sid[16];
 
