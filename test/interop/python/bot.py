@@ -186,13 +186,12 @@ class Bot:
 
 
 async def read_input(bot, channel):
-    """The chat's side: stdin, one message per line (read in a thread: a
-    line may be megabytes long, longer than asyncio's stream limit)."""
-    stdin = sys.stdin.buffer
-    while True:
-        line = await asyncio.to_thread(stdin.readline)
-        if not line:
-            break
+    """The chat's side: stdin, one message per line (a line may be
+    megabytes long: the reader's limit is raised to match)."""
+    loop = asyncio.get_running_loop()
+    stdin = asyncio.StreamReader(limit=MAX_MSG_SIZE)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    while line := await stdin.readline():
         text = line.decode("utf-8").rstrip("\n")
         if text:
             await bot.send(channel, text)
