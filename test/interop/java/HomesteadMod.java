@@ -97,6 +97,7 @@ public final class HomesteadMod {
 
     void run() throws InterruptedException {
         int attempt = 0;
+        boolean rateLimited = false;   // the last link ended with 4004
         while (true) {
             Link link = new Link();
             int code;
@@ -107,7 +108,8 @@ public final class HomesteadMod {
                         .buildAsync(uri, link).get();
                 WebSocket ws = link.connected.get();   // null: the link ended first
                 if (ws != null) {
-                    attempt = 0;
+                    if (!rateLimited)   // 4004 again and again: the backoff keeps growing
+                        attempt = 0;
                     resendPending(ws);
                 }
                 code = link.closed.get();
@@ -125,6 +127,7 @@ public final class HomesteadMod {
             }
             if (closing)
                 return;
+            rateLimited = code == 4004;
             long delay = Math.min(BACKOFF_MAX_MS, 1000L << Math.min(attempt++, 5));
             switch (link.refused) {
                 case 400, 403 -> {

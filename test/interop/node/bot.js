@@ -42,6 +42,7 @@ let live = null;           // the connection messages go out on, once connected
 let epoch = null;          // for "since": the gateway's epoch...
 const lastSeq = {};        // ...and the last seq processed, per channel
 let attempt = 0;
+let rateLimited = false;   // the last link ended with 4004
 let inputDone = false;
 
 function handshake() {
@@ -80,7 +81,7 @@ function connect() {
       if (m.epoch !== epoch) for (const c of Object.keys(lastSeq)) delete lastSeq[c]; // a new numbering
       epoch = m.epoch;
       console.log(frame);
-      attempt = 0;
+      if (!rateLimited) attempt = 0; // 4004 again and again: the backoff keeps growing
       for (const f of pending.values()) ws.send(f); // what was not acked, in order, first
       live = ws;
     } else if (m.status) { // an ack: completed, queued or failed
@@ -106,6 +107,7 @@ function connect() {
 
 // What to do after a close: README, "Close codes".
 function reconnect(code, refused) {
+  rateLimited = code === 4004;
   let delay = Math.min(BACKOFF_MAX_MS, 1000 * 2 ** attempt++);
   if (refused === 401 || refused === 400 || refused === 403 || code === 1008) {
     log(`refused (${refused || code}): fix the key or the handshake; not retrying`);

@@ -68,6 +68,7 @@ class Bot:
     async def run(self, session):
         """Connect, and reconnect as the close code says (README, "Close codes")."""
         attempt = 0
+        rate_limited = False  # the last link ended with 4004
         while True:
             refused = 0  # the code of a handshake error frame
             try:
@@ -81,8 +82,8 @@ class Bot:
                         code = await self.handle(ws, msg.data)
                         if code:
                             refused = code
-                        elif self.live is ws:
-                            attempt = 0
+                        elif self.live is ws and not rate_limited:
+                            attempt = 0  # (4004 again and again: the backoff keeps growing)
                     self.live = None
                     if self.done():  # we closed it: all sent and acked
                         return
@@ -100,6 +101,7 @@ class Bot:
             self.live = None
             if self.done():
                 return
+            rate_limited = code == 4004
             delay = min(BACKOFF_MAX, 2.0 ** attempt)
             attempt += 1
             if refused in (400, 403) or code == 1008:
