@@ -127,9 +127,16 @@ static void client_free(struct client *c);
 static void client_tail(struct client *c);
 static int proxy_start(struct proxy *p, int gw_port);
 static void proxy_command(struct proxy *p, char cmd);
+static void proxy_drop(struct proxy *p, int i, int reset);
+static void proxy_pass(struct proxy *p, int i, int from_gw);
+static void proxy_accept(struct proxy *p);
 static void *proxy_main(void *arg);
 static void proxy_stop(struct proxy *p);
 static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static const char *str_of(json_t *o, const char *key);
+static int client_said(struct client *c, const char *needle);
+static int client_wait_said(struct client *c, const char *needle, int ms);
+static void check_small_pair(const char *what, struct client *snd, struct client *rcv, char dir);
 static void check_stream(const char *what, struct client *snd, struct client *rcv, char dir,
                          int reset);
 static void check_connections(struct client *c, int reset);
