@@ -1,5 +1,5 @@
 # HomesteadGateway - see README.md. Targets: all run test asan tsan fuzz bench bench-compare
-# chaos install deb clean (and all-tests, fuzzers: what test and fuzz build).
+# chaos interop install deb clean (and all-tests, fuzzers: what test and fuzz build).
 # `make run` and `make test` first install what is missing (scripts/deps.sh).
 
 BUILD    ?= build
@@ -69,6 +69,12 @@ CHAOS      := $(BUILD)/test/chaos
 CHAOS_OBJS := $(BUILD)/test/obj/chaos.o $(BUILD)/test/obj/harness.o $(BUILD)/test/obj/wsclient.o \
               $(WSC_OBJS)
 
+# The interop driver (test/interop.c): runs the example clients of
+# test/interop/ against the gateway; `make interop` runs it.
+INTEROP      := $(BUILD)/test/interop
+INTEROP_OBJS := $(BUILD)/test/obj/interop.o $(BUILD)/test/obj/harness.o $(BUILD)/test/obj/wsclient.o \
+                $(WSC_OBJS)
+
 # libFuzzer harnesses: clang, objects of their own (every one instrumented)
 # under $(BUILD)/fuzz/obj/, binaries in $(BUILD)/fuzz/. The protocol's sources
 # are a wildcard so that they follow protocol.c's split into proto_*.c and the
@@ -86,8 +92,8 @@ BINS := $(BUILD)/homestead-gateway $(BUILD)/homestead-client $(BUILD)/homestead-
 
 Q := $(if $(V),,@)
 .SECONDARY:
-.PHONY: all deps run test all-tests chaos asan tsan bench bench-compare fuzz fuzzers install \
-        uninstall deb clean distclean
+.PHONY: all deps run test all-tests chaos interop asan tsan bench bench-compare fuzz fuzzers \
+        install uninstall deb clean distclean
 .DEFAULT_GOAL := all
 
 all: $(BINS)
@@ -115,7 +121,7 @@ test: deps
 	$(Q)GW_BIN=$(BUILD)/homestead-gateway sh scripts/run-tests.sh $(BUILD)
 	$(Q)$(if $(SAN),,$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS))
 
-all-tests: $(BINS) $(UNITS) $(ITS) $(CHAOS)
+all-tests: $(BINS) $(UNITS) $(ITS) $(CHAOS) $(INTEROP)
 
 # Kills, restarts, resets and stalls the real gateway for about 90 s while
 # mods and a bot check that no acked message is lost, doubled or reordered;
@@ -123,6 +129,15 @@ all-tests: $(BINS) $(UNITS) $(ITS) $(CHAOS)
 chaos: deps
 	$(Q)$(MAKE) -s --no-print-directory $(BUILD)/homestead-gateway $(CHAOS)
 	$(Q)$(CHAOS) --gateway $(BUILD)/homestead-gateway --seed $(CHAOS_SEED)
+
+# The example clients for mod and bot authors (test/interop/: a Java mod, a
+# Node bot, a Python bot) against the real gateway: Java x Node and Java x
+# Python, 200 messages each way, pings, resets and resume (test/interop.c).
+# Installs the JDK, Node, aiohttp and the Node bot's `ws` when missing.
+interop: deps
+	$(Q)sh scripts/interop-deps.sh
+	$(Q)$(MAKE) -s --no-print-directory $(BUILD)/homestead-gateway $(INTEROP)
+	$(Q)$(INTEROP) --gateway $(BUILD)/homestead-gateway --examples test/interop
 
 asan:
 	$(Q)$(MAKE) --no-print-directory BUILD=build/asan SAN=address,undefined test
@@ -195,6 +210,9 @@ $(BUILD)/test/it_%: $(BUILD)/test/obj/it_%.o $(TLIB_OBJS) $(WSC_OBJS) $(LIB)
 $(CHAOS): $(CHAOS_OBJS)
 	$(Q)$(CC) $(LDFLAGS) $^ -o $@
 
+$(INTEROP): $(INTEROP_OBJS)
+	$(Q)$(CC) $(LDFLAGS) $^ -ljansson -o $@
+
 # libFuzzer harnesses for the protocol decoder and the config parser; fuzz
 # runs each FUZZ_SECONDS on a temporary copy of its corpus under test/data/fuzz
 # (scripts/fuzz.sh).
@@ -254,5 +272,5 @@ distclean: clean
 # The compiler's dependency files (-MMD -MP), one beside each object built
 # from our sources; those not made yet are skipped.
 DEPS := $(patsubst %.o,%.d,$(sort $(GW_OBJS) $(filter %.o,$(GATEWAY_OBJS) $(CLIENT_OBJS) \
-          $(BENCH_OBJS)) $(TEST_OBJS) $(CHAOS_OBJS) $(FUZZ_PROTOCOL_OBJS) $(FUZZ_CONFIG_OBJS)))
+          $(BENCH_OBJS)) $(TEST_OBJS) $(CHAOS_OBJS) $(INTEROP_OBJS) $(FUZZ_PROTOCOL_OBJS) $(FUZZ_CONFIG_OBJS)))
 -include $(DEPS)
