@@ -70,7 +70,7 @@ cleanup() {
 	fi
 	if installed; then
 		say "cleaning up: purging $pkg"
-		DEBIAN_FRONTEND=noninteractive timeout 300 apt-get purge -y -qq "$pkg" >/dev/null 2>&1 || true
+		DEBIAN_FRONTEND=noninteractive timeout 300 apt-get purge -y -qq -o DPkg::Lock::Timeout=120 "$pkg" >/dev/null 2>&1 || true
 	fi
 	rm -f "$gw_out" "$apt_out"
 	exit $status
@@ -79,7 +79,7 @@ trap cleanup EXIT
 
 # apt-get, quiet unless it fails.
 apt_get() {
-	DEBIAN_FRONTEND=noninteractive timeout 300 apt-get -y -q -o Dpkg::Use-Pty=0 "$@" >"$apt_out" 2>&1 ||
+	DEBIAN_FRONTEND=noninteractive timeout 300 apt-get -y -q -o Dpkg::Use-Pty=0 -o DPkg::Lock::Timeout=120 "$@" >"$apt_out" 2>&1 ||
 		{ cat "$apt_out" >&2; return 1; }
 }
 

@@ -29,7 +29,7 @@ apt_update() {
 if [ -n "$missing" ]; then
 	echo "deps: installing$missing"
 	apt_update
-	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=120 --no-install-recommends $missing >/dev/null
 fi
 
 [ -f "$CIVETWEB_DIR/src/civetweb.c" ] && exit 0
