@@ -1,20 +1,27 @@
 #!/bin/sh
 # Runs the standard homestead-bench set (the performance issue's six
-# scenarios, and queue: the durable store) against a real gateway on a
-# loopback port and prints a table.
+# scenarios, queue: the durable store, and tflood/trate: flood and rate with
+# clients shaped like real mods, a thread and a blocking socket each)
+# against a real gateway on a loopback port and prints a table.
 # Each scenario gets a fresh gateway, so its peak RSS (VmHWM) and CPU time
 # (utime+stime) are that scenario's alone.
 #
 # Usage: scripts/bench.sh [BUILD_DIR]          (make bench)
 # Environment:
 #   BENCH_QUICK=1         small counts (a few seconds in all), for a smoke run
-#   BENCH_ONLY="flood rate"   run only these scenarios
+#   BENCH_ONLY="flood rate"   run only these scenarios, of: flood rate fanout
+#                         idle churn big queue tflood trate tflood-h0 history
+#                         (tflood-h0: tflood with history = 0; history: the
+#                         RSS a tflood of 64 mods leaves with history = 1000
+#                         and with 0, and from the two the bytes per 1,000
+#                         retained messages)
 #   BENCH_CHURN_SECS=N    churn duration (default 60; quick: 2)
 #   BENCH_RUNS=N          run each scenario N times, show the median run (by
 #                         msg/s, p99, deliveries/s, bring-up time, cycles/s, MB/s,
 #                         queued msg/s)
 #   BENCH_KEEP=1          keep the temp folder (config, gateway logs)
-#   BENCH_HISTORY=N       the gateway's history (kept messages per stream; 0 = off)
+#   BENCH_HISTORY=N       the gateway's history (kept messages per stream; 0 = off;
+#                         tflood-h0 and history set their own)
 # Columns: bench = homestead-bench's own CPU (% of one core) while measuring;
 # gw CPU = the gateway's CPU (% of one core) over the same span; gw CPU s and
 # gw peak RSS = the gateway's utime+stime and VmHWM over its whole life
@@ -23,7 +30,7 @@ build=${1:-build}
 gw=$build/homestead-gateway
 bench=$build/homestead-bench
 quick=${BENCH_QUICK:-0}
-only=${BENCH_ONLY:-"flood rate fanout idle churn big queue"}
+only=${BENCH_ONLY:-"flood rate fanout idle churn big queue tflood trate tflood-h0 history"}
 
 for b in "$gw" "$bench"; do
 	[ -x "$b" ] || { echo "bench.sh: $b is missing: run make first" >&2; exit 2; }
@@ -60,13 +67,13 @@ fi
 # $port. (CivetWeb starts one worker per allowed connection, so each
 # scenario allows what it needs: idle exactly its mods, the others 256.)
 # With $2, queues go to the SQLite file $2 (a fresh one), up to 1 GB;
-# without, they stay in memory.
+# without, they stay in memory. $3: its history, if not the default.
 start_gw() {
 	tries=0
 	while [ $tries -lt 10 ]; do
 		tries=$((tries + 1))
 		pick_port
-		write_gw_ini "$1" "$2"
+		write_gw_ini "$1" "$2" "$3"
 		"$gw" -c "$dir/gateway.ini" >"$dir/gateway.out" 2>&1 &
 		pid=$!
 		await_listen && return 0
@@ -76,12 +83,19 @@ start_gw() {
 	return 1
 }
 
+# history's messages kept: 64 channels, each its last 1000 (quick: 200 each)
+hist_kept=64000
+[ "$quick" = 1 ] && hist_kept=12800
+
 results=$dir/results
 : >"$results"
+: >"$dir/keys"
 failed=0
 runs=${BENCH_RUNS:-1}
-echo "homestead-bench: $(nproc) CPUs, $(uname -sr); quick=$quick runs=$runs"
+echo "homestead-bench: $(nproc) CPUs, $(uname -sr); quick=$quick runs=$runs;" \
+	"load average $(cut -d' ' -f1-3 /proc/loadavg)"
 : >"$dir/runs"
+: >"$dir/runs-h0"
 bad=
 for sc in $only; do
 	r=0
@@ -91,15 +105,55 @@ for sc in $only; do
 		db=
 		[ "$sc" = idle ] && maxc=$idle_mods
 		[ "$sc" = queue ] && db=$dir/queue.db
-		start_gw "$maxc" "$db" || exit 1
-		run_scenario "$sc" "$sc"
+		case $sc in
+		tflood-h0)
+			hist_note="history = 0"
+			start_gw "$maxc" "" 0 || exit 1
+			run_scenario "$sc" "$sc"
+			hist_note=
+			;;
+		history)   # the same run with and without history, one after the other
+			start_gw "$maxc" "" 1000 || exit 1
+			hist_note="history = 1000"
+			run_scenario history history
+			start_gw "$maxc" "" 0 || exit 1
+			hist_note="history = 0"
+			runs_file=$dir/runs-h0
+			run_scenario history-h0 history-h0
+			runs_file= hist_note=
+			;;
+		*)
+			start_gw "$maxc" "$db" || exit 1
+			run_scenario "$sc" "$sc"
+			;;
+		esac
 	done
 	add_median "$runs"
+	if [ "$sc" = history ]; then
+		runs_file=$dir/runs-h0
+		add_median "$runs"
+		runs_file=
+	fi
 done
 
 echo
 [ "$runs" -gt 1 ] && echo "(median of $runs runs, each on a fresh gateway)"
-awk -F'|' 'BEGIN { printf "%-8s %-66s %-4s %-6s %-7s %-9s %s\n", "scenario", "figure", "ok", \
+awk -F'|' 'BEGIN { printf "%-10s %-66s %-4s %-6s %-7s %-9s %s\n", "scenario", "figure", "ok", \
 	"bench", "gw CPU", "gw CPU s", "gw peak RSS MB" }
-	{ printf "%-8s %-66s %-4s %-6s %-7s %-9s %s\n", $1, $2, $3, $4, $5, $6, $7 }' "$results"
+	{ printf "%-10s %-66s %-4s %-6s %-7s %-9s %s\n", $1, $2, $3, $4, $5, $6, $7 }' "$results"
+
+# History's cost: what it keeps, and what it takes from the flood.
+h1=$(key_of history) h0=$(key_of history-h0)
+if [ -n "$h1" ] && [ -n "$h0" ]; then
+	awk -v a="$h1" -v b="$h0" -v n="$hist_kept" 'BEGIN {
+		printf "history: %.0f bytes of RSS per 1,000 retained messages (100-byte content; " \
+			"RSS %.1f MB with history = 1000 - %.1f MB with 0, %d kept)\n",
+			(a - b) * 1048576 / (n / 1000), a, b, n }'
+fi
+f1=$(key_of tflood) f0=$(key_of tflood-h0)
+if [ -n "$f1" ] && [ -n "$f0" ] && [ "$f0" != 0 ]; then
+	awk -v a="$f1" -v b="$f0" 'BEGIN {
+		printf "history: tflood %.0f msg/s with history = 1000, %.0f with 0 (%.2fx)\n",
+			a, b, a / b }'
+fi
 exit $failed
