@@ -162,9 +162,9 @@ done
 
 echo
 [ "$runs" -gt 1 ] && echo "(median of $runs runs, each on a fresh server process)"
-awk -F'|' 'BEGIN { printf "%-8s %-9s %-52s %-4s %-6s %-7s %-7s %s\n", "scenario", "server", \
+awk -F'|' 'BEGIN { printf "%-8s %-9s %-78s %-4s %-6s %-7s %-7s %s\n", "scenario", "server", \
 	"figure", "ok", "bench", "CPU", "CPU s", "peak RSS MB" }
-	{ printf "%-8s %-9s %-52s %-4s %-6s %-7s %-7s %s\n", $1, $2, $3, $4, $5, $6, $7, $8 }' \
+	{ printf "%-8s %-9s %-78s %-4s %-6s %-7s %-7s %s\n", $1, $2, $3, $4, $5, $6, $7, $8 }' \
 	"$results"
 
 # The issue's targets for the thread-shaped clients, from this run's medians.
