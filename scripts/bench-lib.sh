@@ -112,12 +112,12 @@ directory = $dir/logs
 EOF
 }
 
-# The homestead-bench scenario that row $1 runs: tflood-h0 is tflood on a
-# gateway without history; history and history-h0 are a tflood whose
-# figure is the RSS it leaves, with and without history.
+# The homestead-bench scenario that row $1 runs: tflood-hN is tflood on a
+# gateway with history = N; history-hN a tflood of 64 mods whose figure is
+# the RSS it leaves (bench.sh's history row).
 bench_sc_of() {
 	case $1 in
-	tflood-h0|history|history-h0) echo tflood ;;
+	tflood-h*|history-h*) echo tflood ;;
 	*) echo "$1" ;;
 	esac
 }
@@ -133,9 +133,9 @@ args_of() {
 		churn) echo "--duration ${BENCH_CHURN_SECS:-2}" ;;
 		big) echo "--mods 4 --window 4 --size 1048576 --count 16" ;;
 		queue) echo "--mods 16 --channels 16 --window 32 --size 100 --count 2000" ;;
-		tflood|tflood-h0) echo "--mods 16 --channels 16 --window 32 --size 100 --count 3000" ;;
+		tflood|tflood-h*) echo "--mods 16 --channels 16 --window 32 --size 100 --count 3000" ;;
 		trate) echo "--mods 16 --rate 2000 --duration 1" ;;
-		history|history-h0) echo "--mods 64 --channels 64 --window 32 --size 100 --count 12800" ;;
+		history-h*) echo "--mods 64 --channels 64 --window 32 --size 100 --count 12800" ;;
 		esac
 	else
 		case $1 in
@@ -146,9 +146,9 @@ args_of() {
 		churn) echo "--duration ${BENCH_CHURN_SECS:-60}" ;;
 		big) echo "--mods 4 --window 4 --size 1048576 --duration 5" ;;
 		queue) echo "--mods 16 --channels 16 --window 32 --size 100 --count 50000" ;;
-		tflood|tflood-h0) echo "--mods 16 --channels 16 --window 32 --size 100 --duration 5" ;;
+		tflood|tflood-h*) echo "--mods 16 --channels 16 --window 32 --size 100 --duration 5" ;;
 		trate) echo "--mods 16 --rate 10000 --duration 5" ;;
-		history|history-h0) echo "--mods 64 --channels 64 --window 32 --size 100 --count 128000" ;;
+		history-h*) echo "--mods 64 --channels 64 --window 32 --size 100 --count 128000" ;;
 		esac
 	fi
 }
@@ -179,10 +179,9 @@ run_scenario() {
 	big) key=$(val mb_per_s); fig="$(val mb_per_s) MB/s" ;;
 	queue) key=$(val rate); fig="$(val rate) msg/s queued (sync=normal), drained at $(val drain_rate) msg/s" ;;
 	tflood) key=$(val rate); fig="$(val rate) msg/s, gw $(val gw_us_per_msg) us CPU/msg" ;;
-	tflood-h0) key=$(val rate); fig="$(val rate) msg/s, gw $(val gw_us_per_msg) us CPU/msg (history = 0)" ;;
+	tflood-h*) key=$(val rate); fig="$(val rate) msg/s, gw $(val gw_us_per_msg) us CPU/msg (history = ${1#tflood-h})" ;;
 	trate) key=$(val p99_us); fig="p50 $(val p50_us) us, p99 $(val p99_us) us, max $(val max_us) us at $(val achieved)/s, gw $(val gw_us_per_msg) us CPU/msg" ;;
-	history) key=$(val gw_rss_mb); fig="RSS $(val gw_rss_mb) MB after $(val msgs) msgs, history = 1000" ;;
-	history-h0) key=$(val gw_rss_mb); fig="RSS $(val gw_rss_mb) MB after $(val msgs) msgs, history = 0" ;;
+	history-h*) key=$(val gw_rss_mb); fig="RSS $(val gw_rss_mb) MB after $(val msgs) msgs (64 channels), history = ${1#history-h}" ;;
 	esac
 	ok=$(val delivered_ok)
 	[ -n "$ok" ] || ok=$(val all_up)

@@ -10,18 +10,20 @@
 # Environment:
 #   BENCH_QUICK=1         small counts (a few seconds in all), for a smoke run
 #   BENCH_ONLY="flood rate"   run only these scenarios, of: flood rate fanout
-#                         idle churn big queue tflood trate tflood-h0 history
-#                         (tflood-h0: tflood with history = 0; history: the
-#                         RSS a tflood of 64 mods leaves with history = 1000
-#                         and with 0, and from the two the bytes per 1,000
-#                         retained messages)
+#                         idle churn big queue tflood trate history
+#                         (history: tflood on a gateway with history = 1000
+#                         and on one with 0, then the RSS a tflood of 64 mods
+#                         leaves with each, from which the bytes per 1,000
+#                         retained messages; on and off alternate within a
+#                         round, in turns, so drift in the machine's load
+#                         falls on both)
 #   BENCH_CHURN_SECS=N    churn duration (default 60; quick: 2)
 #   BENCH_RUNS=N          run each scenario N times, show the median run (by
 #                         msg/s, p99, deliveries/s, bring-up time, cycles/s, MB/s,
 #                         queued msg/s)
 #   BENCH_KEEP=1          keep the temp folder (config, gateway logs)
 #   BENCH_HISTORY=N       the gateway's history (kept messages per stream; 0 = off;
-#                         tflood-h0 and history set their own)
+#                         history sets its own)
 # Columns: bench = homestead-bench's own CPU (% of one core) while measuring;
 # gw CPU = the gateway's CPU (% of one core) over the same span; gw CPU s and
 # gw peak RSS = the gateway's utime+stime and VmHWM over its whole life
@@ -30,7 +32,7 @@ build=${1:-build}
 gw=$build/homestead-gateway
 bench=$build/homestead-bench
 quick=${BENCH_QUICK:-0}
-only=${BENCH_ONLY:-"flood rate fanout idle churn big queue tflood trate tflood-h0 history"}
+only=${BENCH_ONLY:-"flood rate fanout idle churn big queue tflood trate history"}
 
 for b in "$gw" "$bench"; do
 	[ -x "$b" ] || { echo "bench.sh: $b is missing: run make first" >&2; exit 2; }
@@ -95,7 +97,9 @@ runs=${BENCH_RUNS:-1}
 echo "homestead-bench: $(nproc) CPUs, $(uname -sr); quick=$quick runs=$runs;" \
 	"load average $(cut -d' ' -f1-3 /proc/loadavg)"
 : >"$dir/runs"
-: >"$dir/runs-h0"
+for row in tflood-h1000 tflood-h0 history-h1000 history-h0; do
+	: >"$dir/runs-$row"
+done
 bad=
 for sc in $only; do
 	r=0
@@ -106,20 +110,17 @@ for sc in $only; do
 		[ "$sc" = idle ] && maxc=$idle_mods
 		[ "$sc" = queue ] && db=$dir/queue.db
 		case $sc in
-		tflood-h0)
-			hist_note="history = 0"
-			start_gw "$maxc" "" 0 || exit 1
-			run_scenario "$sc" "$sc"
-			hist_note=
-			;;
-		history)   # the same run with and without history, one after the other
-			start_gw "$maxc" "" 1000 || exit 1
-			hist_note="history = 1000"
-			run_scenario history history
-			start_gw "$maxc" "" 0 || exit 1
-			hist_note="history = 0"
-			runs_file=$dir/runs-h0
-			run_scenario history-h0 history-h0
+		history)   # on and off in turns: 1000 first in odd rounds, 0 in even
+			order="1000 0"
+			[ $((r % 2)) = 0 ] && order="0 1000"
+			for row in tflood history; do
+				for h in $order; do
+					start_gw "$maxc" "" "$h" || exit 1
+					hist_note="history = $h"
+					runs_file=$dir/runs-$row-h$h
+					run_scenario "$row-h$h" "$row-h$h"
+				done
+			done
 			runs_file= hist_note=
 			;;
 		*)
@@ -128,32 +129,35 @@ for sc in $only; do
 			;;
 		esac
 	done
-	add_median "$runs"
 	if [ "$sc" = history ]; then
-		runs_file=$dir/runs-h0
-		add_median "$runs"
+		for row in tflood-h1000 tflood-h0 history-h1000 history-h0; do
+			runs_file=$dir/runs-$row
+			add_median "$runs"
+		done
 		runs_file=
+	else
+		add_median "$runs"
 	fi
 done
 
 echo
 [ "$runs" -gt 1 ] && echo "(median of $runs runs, each on a fresh gateway)"
-awk -F'|' 'BEGIN { printf "%-10s %-66s %-4s %-6s %-7s %-9s %s\n", "scenario", "figure", "ok", \
+awk -F'|' 'BEGIN { printf "%-13s %-66s %-4s %-6s %-7s %-9s %s\n", "scenario", "figure", "ok", \
 	"bench", "gw CPU", "gw CPU s", "gw peak RSS MB" }
-	{ printf "%-10s %-66s %-4s %-6s %-7s %-9s %s\n", $1, $2, $3, $4, $5, $6, $7 }' "$results"
+	{ printf "%-13s %-66s %-4s %-6s %-7s %-9s %s\n", $1, $2, $3, $4, $5, $6, $7 }' "$results"
 
 # History's cost: what it keeps, and what it takes from the flood.
-h1=$(key_of history) h0=$(key_of history-h0)
+h1=$(key_of history-h1000) h0=$(key_of history-h0)
 if [ -n "$h1" ] && [ -n "$h0" ]; then
 	awk -v a="$h1" -v b="$h0" -v n="$hist_kept" 'BEGIN {
 		printf "history: %.0f bytes of RSS per 1,000 retained messages (100-byte content; " \
 			"RSS %.1f MB with history = 1000 - %.1f MB with 0, %d kept)\n",
 			(a - b) * 1048576 / (n / 1000), a, b, n }'
 fi
-f1=$(key_of tflood) f0=$(key_of tflood-h0)
+f1=$(key_of tflood-h1000) f0=$(key_of tflood-h0)
 if [ -n "$f1" ] && [ -n "$f0" ] && [ "$f0" != 0 ]; then
 	awk -v a="$f1" -v b="$f0" 'BEGIN {
-		printf "history: tflood %.0f msg/s with history = 1000, %.0f with 0 (%.2fx)\n",
+		printf "history: tflood %.0f msg/s with history = 1000, %.0f with 0 (%.2fx, same rounds)\n",
 			a, b, a / b }'
 fi
 exit $failed
