@@ -171,7 +171,7 @@ run_scenario() {
 		echo "${0##*/}: $2 failed (exit $rc)" >&2
 	fi
 	case $1 in
-	flood) key=$(val rate); fig="$(val rate) msg/s" ;;
+	flood) key=$(val rate); fig="$(val rate) msg/s, gw $(val gw_us_per_msg) us CPU/msg" ;;
 	rate) key=$(val p99_us); fig="p50 $(val p50_us) us, p99 $(val p99_us) us, max $(val max_us) us at $(val achieved)/s" ;;
 	fanout) key=$(val rate); fig="$(val rate) deliveries/s" ;;
 	idle) key=$(val up_secs); fig="$(val up)/$(val mods) up in $(val up_secs) s, RSS $(val gw_rss_mb) MB, CPU $(val gw_cpu) idle" ;;

@@ -97,6 +97,7 @@ runs=${BENCH_RUNS:-1}
 echo "homestead-bench: $(nproc) CPUs, $(uname -sr); quick=$quick runs=$runs;" \
 	"load average $(cut -d' ' -f1-3 /proc/loadavg)"
 : >"$dir/runs"
+: >"$dir/pairs"
 for row in tflood-h1000 tflood-h0 history-h1000 history-h0; do
 	: >"$dir/runs-$row"
 done
@@ -119,7 +120,10 @@ for sc in $only; do
 					hist_note="history = $h"
 					runs_file=$dir/runs-$row-h$h
 					run_scenario "$row-h$h" "$row-h$h"
+					eval "k$h=\${key:-0} u$h=\$(val gw_us_per_msg)"
 				done
+				# this round's pair: on/off rates and CPU/msg; or RSS
+				echo "$row $k1000 $k0 ${u1000:-0} ${u0:-0}" >>"$dir/pairs"
 			done
 			runs_file= hist_note=
 			;;
@@ -146,18 +150,20 @@ awk -F'|' 'BEGIN { printf "%-13s %-66s %-4s %-6s %-7s %-9s %s\n", "scenario", "f
 	"bench", "gw CPU", "gw CPU s", "gw peak RSS MB" }
 	{ printf "%-13s %-66s %-4s %-6s %-7s %-9s %s\n", $1, $2, $3, $4, $5, $6, $7 }' "$results"
 
-# History's cost: what it keeps, and what it takes from the flood.
-h1=$(key_of history-h1000) h0=$(key_of history-h0)
-if [ -n "$h1" ] && [ -n "$h0" ]; then
-	awk -v a="$h1" -v b="$h0" -v n="$hist_kept" 'BEGIN {
-		printf "history: %.0f bytes of RSS per 1,000 retained messages (100-byte content; " \
-			"RSS %.1f MB with history = 1000 - %.1f MB with 0, %d kept)\n",
-			(a - b) * 1048576 / (n / 1000), a, b, n }'
-fi
-f1=$(key_of tflood-h1000) f0=$(key_of tflood-h0)
-if [ -n "$f1" ] && [ -n "$f0" ] && [ "$f0" != 0 ]; then
-	awk -v a="$f1" -v b="$f0" 'BEGIN {
-		printf "history: tflood %.0f msg/s with history = 1000, %.0f with 0 (%.2fx, same rounds)\n",
-			a, b, a / b }'
+# History's cost, from each round's pair (on and off run next to each other):
+# the median of the rounds' rate ratios and CPU/msg differences, and of the
+# RSS differences, per 1,000 messages kept.
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
+if [ -s "$dir/pairs" ]; then
+	n=$(awk '$1 == "tflood"' "$dir/pairs" | wc -l)
+	ratio=$(awk '$1 == "tflood" && $3 > 0 { print $2 / $3 }' "$dir/pairs" | median)
+	dus=$(awk '$1 == "tflood" { print $4 - $5 }' "$dir/pairs" | median)
+	drss=$(awk '$1 == "history" { print $2 - $3 }' "$dir/pairs" | median)
+	[ -n "$ratio" ] && printf 'history: tflood with history = 1000 / with 0: %.2fx the rate, %+.2f us CPU/msg (median of %d paired rounds)\n' \
+		"$ratio" "$dus" "$n"
+	[ -n "$drss" ] && awk -v d="$drss" -v n="$hist_kept" 'BEGIN {
+		printf "history: %.0f bytes of RSS per 1,000 retained messages (100-byte content, " \
+			"353-byte frames; RSS with history = 1000 - with 0, %d kept, median of rounds)\n",
+			d * 1048576 / (n / 1000), n }'
 fi
 exit $failed
