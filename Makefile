@@ -51,7 +51,7 @@ WSC_OBJS     := $(BUILD)/obj/tools/wsc.o
 GATEWAY_OBJS := $(BUILD)/obj/main.o $(LIB)
 CLIENT_OBJS  := $(addprefix $(BUILD)/obj/tools/,client.o client_conn.o client_msg.o) $(WSC_OBJS)
 BENCH_OBJS   := $(addprefix $(BUILD)/obj/tools/,bench.o bench_peer.o bench_scenario.o \
-                bench_report.o) $(WSC_OBJS)
+                bench_thread.o bench_report.o) $(WSC_OBJS)
 CLIENT_LIBS  := -ljansson
 BENCH_LIBS   :=
 

@@ -1,11 +1,15 @@
 #!/bin/sh
-# Runs homestead-bench's flood, fanout, big and idle scenarios against
-# HomesteadGateway and against the two benchmark references in scripts/bench-ref (Go
-# with gorilla/websocket, Node with ws: the same /sync subset, in memory, no
-# queues) and prints one table. Each scenario gets a fresh server process on a
-# fresh loopback port, so its peak RSS (VmHWM) and CPU time are that
-# scenario's alone; the figures are read from /proc/PID of the server process
-# itself (the gateway binary, the Go binary, node), never of a wrapper.
+# Runs homestead-bench's flood, tflood, trate, fanout, big and idle scenarios
+# against HomesteadGateway and against the two benchmark references in
+# scripts/bench-ref (Go with gorilla/websocket, Node with ws: the same /sync
+# subset, in memory, no queues) and prints one table, then the C gateway's
+# ratios to Go's on tflood and trate. Each scenario gets a fresh server
+# process on a fresh loopback port, so its peak RSS (VmHWM) and CPU time are
+# that scenario's alone; the figures are read from /proc/PID of the server
+# process itself (the gateway binary, the Go binary, node), never of a
+# wrapper. With BENCH_RUNS=N the servers take turns within each of the N
+# rounds (homestead, go, node, homestead, go, ...), so a noisy minute on a
+# shared machine falls on all of them rather than on one.
 #
 # The references' toolchains come from Debian packages only, installed here
 # with apt-get when missing (golang-go, golang-github-gorilla-websocket-dev,
@@ -17,7 +21,8 @@
 #   BENCH_QUICK=1         small counts (a few seconds each), for a smoke run
 #   BENCH_RUNS=N          run each scenario N times per server, show the median
 #                         run (by msg/s, deliveries/s, MB/s, bring-up time)
-#   BENCH_ONLY="flood big"        only these scenarios (flood fanout big idle)
+#   BENCH_ONLY="flood big"        only these scenarios (flood tflood trate fanout
+#                                 big idle)
 #   BENCH_SERVERS="homestead go"  only these servers (homestead go node)
 #   BENCH_IDLE_MODS=N     mods idle holds (default 2000; quick: 200)
 #   BENCH_KEEP=1          keep the temp folder (config, server output)
@@ -30,7 +35,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 gw=$build/homestead-gateway
 bench=$build/homestead-bench
 quick=${BENCH_QUICK:-0}
-only=${BENCH_ONLY:-"flood fanout big idle"}
+only=${BENCH_ONLY:-"flood tflood trate fanout big idle"}
 servers=${BENCH_SERVERS:-"homestead go node"}
 runs=${BENCH_RUNS:-1}
 refnode=$top/scripts/bench-ref/node/gateway.js
@@ -128,30 +133,49 @@ start_server() {
 
 results=$dir/results
 : >"$results"
+: >"$dir/keys"
 failed=0
-echo "homestead-bench compare: $(nproc) CPUs, $(uname -sr); quick=$quick runs=$runs"
+echo "homestead-bench compare: $(nproc) CPUs, $(uname -sr); quick=$quick runs=$runs;" \
+	"load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "  go $(go env GOVERSION), gorilla/websocket" \
 	"$(dpkg-query -W -f='${Version}' golang-github-gorilla-websocket-dev 2>/dev/null);" \
 	"node $(node --version), ws $(sed -n 's/^ *"version": *"\(.*\)".*/\1/p' "$nodelib/ws/package.json")"
 : >"$dir/runs"
 bad=
 for sc in $only; do
-	for srv in $servers; do
-		tag="[$srv] "
-		r=0
-		while [ $r -lt "$runs" ]; do
-			r=$((r + 1))
+	r=0
+	while [ $r -lt "$runs" ]; do   # the servers take turns within a round
+		r=$((r + 1))
+		for srv in $servers; do
+			tag="[$srv] "
+			runs_file=$dir/runs-$srv
 			start_server "$srv" "$sc" || exit 1
 			run_scenario "$sc" "$sc|$srv"
 		done
+	done
+	for srv in $servers; do
+		runs_file=$dir/runs-$srv
 		add_median "$runs"
 	done
+	runs_file=
 done
 
 echo
 [ "$runs" -gt 1 ] && echo "(median of $runs runs, each on a fresh server process)"
-awk -F'|' 'BEGIN { printf "%-8s %-9s %-52s %-4s %-6s %-7s %-7s %s\n", "scenario", "server", \
+awk -F'|' 'BEGIN { printf "%-8s %-9s %-78s %-4s %-6s %-7s %-7s %s\n", "scenario", "server", \
 	"figure", "ok", "bench", "CPU", "CPU s", "peak RSS MB" }
-	{ printf "%-8s %-9s %-52s %-4s %-6s %-7s %-7s %s\n", $1, $2, $3, $4, $5, $6, $7, $8 }' \
+	{ printf "%-8s %-9s %-78s %-4s %-6s %-7s %-7s %s\n", $1, $2, $3, $4, $5, $6, $7, $8 }' \
 	"$results"
+
+# The issue's targets for the thread-shaped clients, from this run's medians.
+a=$(key_of "tflood|homestead") b=$(key_of "tflood|go")
+if [ -n "$a" ] && [ -n "$b" ] && [ "$b" != 0 ]; then
+	awk -v a="$a" -v b="$b" 'BEGIN { printf "tflood: homestead %.0f msg/s / go %.0f = %.2fx " \
+		"(target >= 2.5x)\n", a, b, a / b }'
+fi
+a=$(key_of "trate|homestead") b=$(key_of "trate|go")
+if [ -n "$a" ] && [ -n "$b" ] && [ "$b" != 0 ]; then
+	awk -v a="$a" -v b="$b" 'BEGIN { printf "trate p99: homestead %.0f us, go %.0f us = %.2fx " \
+		"(target < 1)\n", a, b, a / b }'
+fi
 exit $failed

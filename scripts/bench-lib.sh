@@ -79,10 +79,11 @@ val() {
 
 # Writes $dir/gateway.ini for the gateway on $port with max_connections $1.
 # With $2, queues go to the SQLite file $2 (a fresh one), up to 1 GB;
-# without, they stay in memory. BENCH_HISTORY=N sets [gateway] history
-# (kept messages per stream; the gateway's default when unset).
+# without, they stay in memory. $3, else BENCH_HISTORY=N, sets [gateway]
+# history (kept messages per stream; the gateway's default when neither is).
 write_gw_ini() {
 	history=${BENCH_HISTORY:+history = $BENCH_HISTORY}
+	[ -n "$3" ] && history="history = $3"
 	store="path ="
 	qbytes=64
 	if [ -n "$2" ]; then
@@ -113,6 +114,16 @@ directory = $dir/logs
 EOF
 }
 
+# The homestead-bench scenario that row $1 runs: tflood-hN is tflood on a
+# gateway with history = N; history-hN a tflood of 64 mods whose figure is
+# the RSS it leaves (bench.sh's history row).
+bench_sc_of() {
+	case $1 in
+	tflood-h*|history-h*) echo tflood ;;
+	*) echo "$1" ;;
+	esac
+}
+
 # homestead-bench's arguments for scenario $1 ($quick: small counts).
 args_of() {
 	if [ "$quick" = 1 ]; then
@@ -124,6 +135,9 @@ args_of() {
 		churn) echo "--duration ${BENCH_CHURN_SECS:-2}" ;;
 		big) echo "--mods 4 --window 4 --size 1048576 --count 16" ;;
 		queue) echo "--mods 16 --channels 16 --window 32 --size 100 --count 2000" ;;
+		tflood|tflood-h*) echo "--mods 16 --channels 16 --window 32 --size 100 --count 3000" ;;
+		trate) echo "--mods 16 --rate 2000 --duration 1" ;;
+		history-h*) echo "--mods 64 --channels 64 --window 32 --size 100 --count 12800" ;;
 		esac
 	else
 		case $1 in
@@ -134,18 +148,22 @@ args_of() {
 		churn) echo "--duration ${BENCH_CHURN_SECS:-60}" ;;
 		big) echo "--mods 4 --window 4 --size 1048576 --duration 5" ;;
 		queue) echo "--mods 16 --channels 16 --window 32 --size 100 --count 50000" ;;
+		tflood|tflood-h*) echo "--mods 16 --channels 16 --window 32 --size 100 --duration 5" ;;
+		trate) echo "--mods 16 --rate 10000 --duration 5" ;;
+		history-h*) echo "--mods 64 --channels 64 --window 32 --size 100 --count 128000" ;;
 		esac
 	fi
 }
 
 # Runs scenario $1 against the server, stops the server and adds a row to
-# $dir/runs: key|$2|figure|ok|bench CPU|server CPU|CPU s|peak RSS, where
-# key is what the median is taken on and $2 names the row (the scenario,
-# or scenario|server). A failed run sets $failed and $bad.
+# ${runs_file:-$dir/runs}: key|$2|figure|ok|bench CPU|server CPU|CPU s|peak
+# RSS, where key is what the median is taken on and $2 names the row (the
+# scenario, or scenario|server). A failed run sets $failed and $bad.
 run_scenario() {
-	echo "+ ${tag}homestead-bench $1 $(args_of "$1")"
+	bsc=$(bench_sc_of "$1")
+	echo "+ ${tag}homestead-bench $bsc $(args_of "$1")${hist_note:+ ($hist_note)}"
 	# shellcheck disable=SC2046
-	line=$(timeout 180 "$bench" "$1" --port "$port" --pid "$pid" $(args_of "$1"))
+	line=$(timeout 180 "$bench" "$bsc" --port "$port" --pid "$pid" $(args_of "$1"))
 	rc=$?
 	stop_server
 	echo "$line"
@@ -155,28 +173,43 @@ run_scenario() {
 		echo "${0##*/}: $2 failed (exit $rc)" >&2
 	fi
 	case $1 in
-	flood) key=$(val rate); fig="$(val rate) msg/s" ;;
+	flood) key=$(val rate); fig="$(val rate) msg/s, gw $(val gw_us_per_msg) us CPU/msg" ;;
 	rate) key=$(val p99_us); fig="p50 $(val p50_us) us, p99 $(val p99_us) us, max $(val max_us) us at $(val achieved)/s" ;;
 	fanout) key=$(val rate); fig="$(val rate) deliveries/s" ;;
 	idle) key=$(val up_secs); fig="$(val up)/$(val mods) up in $(val up_secs) s, RSS $(val gw_rss_mb) MB, CPU $(val gw_cpu) idle" ;;
 	churn) key=$(val rate); fig="$(val rate)/s, $(val failed) failed, threads $(val gw_threads_start)->$(val gw_threads), RSS $(val gw_rss_start_mb)->$(val gw_rss_mb) MB" ;;
 	big) key=$(val mb_per_s); fig="$(val mb_per_s) MB/s" ;;
 	queue) key=$(val rate); fig="$(val rate) msg/s queued (sync=normal), drained at $(val drain_rate) msg/s" ;;
+	tflood) key=$(val rate); fig="$(val rate) msg/s, gw $(val gw_us_per_msg) us CPU/msg" ;;
+	tflood-h*) key=$(val rate); fig="$(val rate) msg/s, gw $(val gw_us_per_msg) us CPU/msg (history = ${1#tflood-h})" ;;
+	trate) key=$(val p99_us); fig="p50 $(val p50_us) us, p99 $(val p99_us) us, max $(val max_us) us at $(val achieved)/s, gw $(val gw_us_per_msg) us CPU/msg" ;;
+	history-h*) key=$(val gw_rss_mb); fig="RSS $(val gw_rss_mb) MB after $(val msgs) msgs (64 channels), history = ${1#history-h}" ;;
 	esac
 	ok=$(val delivered_ok)
 	[ -n "$ok" ] || ok=$(val all_up)
 	[ -n "$ok" ] || ok=$(val all_ok)
 	printf '%s|%s|%s|%s|%s|%s|%s|%s\n' "${key:-0}" "$2" "$fig" "${ok:-no}" \
-		"$(val bench_cpu)" "$(val gw_cpu)" "${cpu:-?}" "${hwm:-?}" >>"$dir/runs"
+		"$(val bench_cpu)" "$(val gw_cpu)" "${cpu:-?}" "${hwm:-?}" >>"${runs_file:-$dir/runs}"
 }
 
-# Appends the median of the $1 rows in $dir/runs (sorted by key: the middle
-# one) to $dir/results, without its key; if a run failed ($bad) its ok
-# column says so. Then empties $dir/runs and $bad for the next scenario.
+# Appends the median of the $1 rows in ${runs_file:-$dir/runs} (sorted by
+# key: the middle one) to $dir/results, without its key, and "name|key" to
+# $dir/keys (for figures computed from rows: ratios, differences); if a run
+# failed ($bad) its ok column says so. Then empties the runs file and $bad
+# for the next scenario.
 add_median() {
-	sort -t'|' -k1,1g "$dir/runs" | sed -n "$((($1 + 1) / 2))p" | cut -d'|' -f2- |
+	rf=${runs_file:-$dir/runs}
+	sort -t'|' -k1,1g "$rf" | sed -n "$((($1 + 1) / 2))p" >"$dir/median"
+	awk -F'|' '{ print $2 ($3 ~ /^(homestead|go|node)$/ ? "|" $3 : "") "=" $1 }' \
+		"$dir/median" >>"$dir/keys"
+	cut -d'|' -f2- "$dir/median" |
 		awk -F'|' -v bad="$bad" 'BEGIN { OFS = "|" } { if (bad != "") $(NF - 4) = bad; print }' \
 		>>"$dir/results"
-	: >"$dir/runs"
+	: >"$rf"
 	bad=
+}
+
+# The median key of row $1 (as add_median kept it), or empty.
+key_of() {
+	sed -n "s/^$1=//p" "$dir/keys" 2>/dev/null | head -n 1
 }

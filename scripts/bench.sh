@@ -1,20 +1,29 @@
 #!/bin/sh
 # Runs the standard homestead-bench set (the performance issue's six
-# scenarios, and queue: the durable store) against a real gateway on a
-# loopback port and prints a table.
+# scenarios, queue: the durable store, and tflood/trate: flood and rate with
+# clients shaped like real mods, a thread and a blocking socket each)
+# against a real gateway on a loopback port and prints a table.
 # Each scenario gets a fresh gateway, so its peak RSS (VmHWM) and CPU time
 # (utime+stime) are that scenario's alone.
 #
 # Usage: scripts/bench.sh [BUILD_DIR]          (make bench)
 # Environment:
 #   BENCH_QUICK=1         small counts (a few seconds in all), for a smoke run
-#   BENCH_ONLY="flood rate"   run only these scenarios
+#   BENCH_ONLY="flood rate"   run only these scenarios, of: flood rate fanout
+#                         idle churn big queue tflood trate history
+#                         (history: tflood on a gateway with history = 1000
+#                         and on one with 0, then the RSS a tflood of 64 mods
+#                         leaves with each, from which the bytes per 1,000
+#                         retained messages; on and off alternate within a
+#                         round, in turns, so drift in the machine's load
+#                         falls on both)
 #   BENCH_CHURN_SECS=N    churn duration (default 60; quick: 2)
 #   BENCH_RUNS=N          run each scenario N times, show the median run (by
 #                         msg/s, p99, deliveries/s, bring-up time, cycles/s, MB/s,
 #                         queued msg/s)
 #   BENCH_KEEP=1          keep the temp folder (config, gateway logs)
-#   BENCH_HISTORY=N       the gateway's history (kept messages per stream; 0 = off)
+#   BENCH_HISTORY=N       the gateway's history (kept messages per stream; 0 = off;
+#                         history sets its own)
 # Columns: bench = homestead-bench's own CPU (% of one core) while measuring;
 # gw CPU = the gateway's CPU (% of one core) over the same span; gw CPU s and
 # gw peak RSS = the gateway's utime+stime and VmHWM over its whole life
@@ -23,7 +32,7 @@ build=${1:-build}
 gw=$build/homestead-gateway
 bench=$build/homestead-bench
 quick=${BENCH_QUICK:-0}
-only=${BENCH_ONLY:-"flood rate fanout idle churn big queue"}
+only=${BENCH_ONLY:-"flood rate fanout idle churn big queue tflood trate history"}
 
 for b in "$gw" "$bench"; do
 	[ -x "$b" ] || { echo "bench.sh: $b is missing: run make first" >&2; exit 2; }
@@ -60,13 +69,13 @@ fi
 # $port. (CivetWeb starts one worker per allowed connection, so each
 # scenario allows what it needs: idle exactly its mods, the others 256.)
 # With $2, queues go to the SQLite file $2 (a fresh one), up to 1 GB;
-# without, they stay in memory.
+# without, they stay in memory. $3: its history, if not the default.
 start_gw() {
 	tries=0
 	while [ $tries -lt 10 ]; do
 		tries=$((tries + 1))
 		pick_port
-		write_gw_ini "$1" "$2"
+		write_gw_ini "$1" "$2" "$3"
 		"$gw" -c "$dir/gateway.ini" >"$dir/gateway.out" 2>&1 &
 		pid=$!
 		await_listen && return 0
@@ -76,12 +85,22 @@ start_gw() {
 	return 1
 }
 
+# history's messages kept: 64 channels, each its last 1000 (quick: 200 each)
+hist_kept=64000
+[ "$quick" = 1 ] && hist_kept=12800
+
 results=$dir/results
 : >"$results"
+: >"$dir/keys"
 failed=0
 runs=${BENCH_RUNS:-1}
-echo "homestead-bench: $(nproc) CPUs, $(uname -sr); quick=$quick runs=$runs"
+echo "homestead-bench: $(nproc) CPUs, $(uname -sr); quick=$quick runs=$runs;" \
+	"load average $(cut -d' ' -f1-3 /proc/loadavg)"
 : >"$dir/runs"
+: >"$dir/pairs"
+for row in tflood-h1000 tflood-h0 history-h1000 history-h0; do
+	: >"$dir/runs-$row"
+done
 bad=
 for sc in $only; do
 	r=0
@@ -91,15 +110,60 @@ for sc in $only; do
 		db=
 		[ "$sc" = idle ] && maxc=$idle_mods
 		[ "$sc" = queue ] && db=$dir/queue.db
-		start_gw "$maxc" "$db" || exit 1
-		run_scenario "$sc" "$sc"
+		case $sc in
+		history)   # on and off in turns: 1000 first in odd rounds, 0 in even
+			order="1000 0"
+			[ $((r % 2)) = 0 ] && order="0 1000"
+			for row in tflood history; do
+				for h in $order; do
+					start_gw "$maxc" "" "$h" || exit 1
+					hist_note="history = $h"
+					runs_file=$dir/runs-$row-h$h
+					run_scenario "$row-h$h" "$row-h$h"
+					eval "k$h=\${key:-0} u$h=\$(val gw_us_per_msg)"
+				done
+				# this round's pair: on/off rates and CPU/msg; or RSS
+				echo "$row $k1000 $k0 ${u1000:-0} ${u0:-0}" >>"$dir/pairs"
+			done
+			runs_file= hist_note=
+			;;
+		*)
+			start_gw "$maxc" "$db" || exit 1
+			run_scenario "$sc" "$sc"
+			;;
+		esac
 	done
-	add_median "$runs"
+	if [ "$sc" = history ]; then
+		for row in tflood-h1000 tflood-h0 history-h1000 history-h0; do
+			runs_file=$dir/runs-$row
+			add_median "$runs"
+		done
+		runs_file=
+	else
+		add_median "$runs"
+	fi
 done
 
 echo
 [ "$runs" -gt 1 ] && echo "(median of $runs runs, each on a fresh gateway)"
-awk -F'|' 'BEGIN { printf "%-8s %-66s %-4s %-6s %-7s %-9s %s\n", "scenario", "figure", "ok", \
+awk -F'|' 'BEGIN { printf "%-13s %-66s %-4s %-6s %-7s %-9s %s\n", "scenario", "figure", "ok", \
 	"bench", "gw CPU", "gw CPU s", "gw peak RSS MB" }
-	{ printf "%-8s %-66s %-4s %-6s %-7s %-9s %s\n", $1, $2, $3, $4, $5, $6, $7 }' "$results"
+	{ printf "%-13s %-66s %-4s %-6s %-7s %-9s %s\n", $1, $2, $3, $4, $5, $6, $7 }' "$results"
+
+# History's cost, from each round's pair (on and off run next to each other):
+# the median of the rounds' rate ratios and CPU/msg differences, and of the
+# RSS differences, per 1,000 messages kept.
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
+if [ -s "$dir/pairs" ]; then
+	n=$(awk '$1 == "tflood"' "$dir/pairs" | wc -l)
+	ratio=$(awk '$1 == "tflood" && $3 > 0 { print $2 / $3 }' "$dir/pairs" | median)
+	dus=$(awk '$1 == "tflood" { print $4 - $5 }' "$dir/pairs" | median)
+	drss=$(awk '$1 == "history" { print $2 - $3 }' "$dir/pairs" | median)
+	[ -n "$ratio" ] && printf 'history: tflood with history = 1000 / with 0: %.2fx the rate, %+.2f us CPU/msg (median of %d paired rounds)\n' \
+		"$ratio" "$dus" "$n"
+	[ -n "$drss" ] && awk -v d="$drss" -v n="$hist_kept" 'BEGIN {
+		printf "history: %.0f bytes of RSS per 1,000 retained messages (100-byte content, " \
+			"353-byte frames; RSS with history = 1000 - with 0, %d kept, median of rounds)\n",
+			d * 1048576 / (n / 1000), n }'
+fi
 exit $failed

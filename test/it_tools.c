@@ -1187,6 +1187,8 @@ static void test_bench_smoke(void **state)
 	bench("big", "--mods=2", "--window=2", "--count=6", "--size=1000000", "delivered_ok=yes");
 	bench("idle", "--mods=50", "--sample=1", "--concurrency=10", "--drain=1", "all_up=yes");
 	bench("churn", "--duration=2", "--concurrency=4", "--drain=1", "--prefix=itc", "all_ok=yes");
+	bench("tflood", "--mods=4", "--channels=2", "--count=400", "--window=8", "delivered_ok=yes");
+	bench("trate", "--mods=4", "--rate=400", "--duration=1", "--drain=5", "delivered_ok=yes");
 }
 
 int main(void)

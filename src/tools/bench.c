@@ -2,7 +2,7 @@
  * bench.c - homestead-bench: a load generator for the gateway that is not
  * itself the bottleneck.
  *
- *   homestead-bench flood|fanout|rate|idle|churn|big|queue [options]
+ *   homestead-bench flood|fanout|rate|idle|churn|big|queue|tflood|trate [options]
  *
  * DESIGN. One thread, one epoll set, non-blocking sockets; every peer (a
  * mod or the bot) is a struct peer with its own input and output buffers,
@@ -35,6 +35,10 @@
  * message of its channel sent after it was acked (so accepted after it; acks
  * of different mods may come in either order, so that is all that is known).
  *
+ * tflood and trate are flood and rate with clients shaped like real mods
+ * and bots instead: threads, blocking sockets, one frame per send()
+ * (bench_thread.c). They share the set-up, the message table and the report.
+ *
  * This file: the options, the set-up and the event loop; bench.h lists the
  * others.
  */
@@ -60,7 +64,7 @@
 #define IN_BIG           (256 * 1024)
 
 const char *const scenario_names[] = { "flood", "fanout", "rate", "idle", "churn", "big",
-                                       "queue" };
+                                       "queue", "tflood", "trate" };
 
 struct bench B;
 
@@ -78,17 +82,26 @@ static const char usage[] =
 	"  big     1 MB messages, 4 mods -> bot, 4 unacked each; MB/s\n"
 	"  queue   as flood but no bot: every ack \"queued\" (msg/s into the store); then one\n"
 	"          bot drains it all: exactly once, per channel in the order acked\n"
+	"  tflood  flood with clients shaped like real ones: each mod a sender thread and\n"
+	"          a reader thread on a blocking socket, one frame per send(); the bot a\n"
+	"          thread; W unacked per mod\n"
+	"  trate   rate with those clients: mod i sends its k-th message at\n"
+	"          (k * N + i) / R s, 10,000 msg/s by default\n"
 	"\n"
 	"  --url URL          ws://host:port/sync (default ws://127.0.0.1:3333/sync)\n"
 	"  --host H --port P  instead of --url\n"
 	"  --key K            API key (default: $HOMESTEAD_KEY)\n"
-	"  --mods N           mods (flood/rate/queue 16, fanout 50, idle 1000, big 4)\n"
-	"  --channels K       channels the mods spread over (flood/rate/queue: = mods)\n"
-	"  --window W         unacked messages per sender (flood/fanout/queue 32, big 4)\n"
+	"  --mods N           mods (flood/rate/queue/tflood/trate 16, fanout 50, idle 1000,\n"
+	"                     big 4)\n"
+	"  --channels K       channels the mods spread over (flood/rate/queue/tflood/trate:\n"
+	"                     = mods)\n"
+	"  --window W         unacked messages per sender (flood/fanout/queue/tflood 32, big 4)\n"
 	"  --size S           content bytes (100; big 1048576)\n"
-	"  --count N          messages in all (0: until --duration is over)\n"
+	"  --count N          messages in all (0: until --duration is over; tflood and\n"
+	"                     trate also stop at 400,000 msg/s resp. --rate times\n"
+	"                     --duration, what their message tables are sized for)\n"
 	"  --duration S       seconds of sending (5; churn 10)\n"
-	"  --rate R           rate: messages/s offered (14000)\n"
+	"  --rate R           rate, trate: messages/s offered (14000; trate 10000)\n"
 	"  --drain S          seconds to wait for the last acks/deliveries (10; queue: per phase)\n"
 	"  --sample S         idle: seconds of gateway sampling once all are up (5)\n"
 	"  --concurrency C    connects in flight (256; churn 16)\n"
@@ -105,6 +118,7 @@ static int num(const char *s, double min, double max, double *out);
 static int parse_args(int argc, char **argv);
 static int raise_nofile(int need);
 static int setup(void);
+static int loop_run(void);
 
 int64_t now_ns(void)
 {
@@ -152,6 +166,11 @@ uint32_t rng_next(void)
 static void on_signal(int sig)
 {
 	stop_signal = sig;
+}
+
+int stop_requested(void)
+{
+	return (int)stop_signal;
 }
 
 /* ---- options -------------------------------------------------------------- */
@@ -264,7 +283,7 @@ static int parse_args(int argc, char **argv)
 	o->window = o->sc == SC_BIG ? 4 : 32;
 	o->size = o->sc == SC_BIG ? 1048576 : 100;
 	o->duration = o->sc == SC_CHURN ? 10 : 5;
-	o->rate = 14000;
+	o->rate = o->sc == SC_TRATE ? 10000 : 14000;
 	o->drain = 10;
 	o->sample = 5;
 	o->concurrency = o->sc == SC_CHURN ? 16 : 256;
@@ -281,7 +300,8 @@ static int parse_args(int argc, char **argv)
 	TAKE(10, pid, int);
 #undef TAKE
 	o->channels = set[1] ? (int)vals[1] :
-	              o->sc == SC_FLOOD || o->sc == SC_RATE || o->sc == SC_QUEUE ? o->mods : 1;
+	              o->sc == SC_FLOOD || SC_IS_RATE(o->sc) || o->sc == SC_QUEUE ||
+	              o->sc == SC_TFLOOD ? o->mods : 1;
 	if (o->channels > o->mods)
 		o->channels = o->mods;
 
@@ -411,31 +431,13 @@ static int setup(void)
 	return 0;
 }
 
-int main(int argc, char **argv)
+/* The event loop from set-up to report (every scenario but tflood and
+ * trate). Returns the exit status. */
+static int loop_run(void)
 {
 	struct epoll_event ev[EVENTS_MAX];
-	struct sigaction sa;
 	int64_t now, wait_ns;
 	int n, i, rc;
-
-	if (parse_args(argc, argv) < 0)
-		return EXIT_USAGE;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	/* precise sleeps for the rate scenario's pacing */
-	prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
-	B.t_start = now_ns();
-	B.rng = (uint32_t)(B.t_start ^ getpid()) | 1;
-	if (setup() < 0) {
-		fprintf(stderr, "homestead-bench: set-up failed: %s\n", strerror(errno));
-		return EXIT_CONNECT;
-	}
-	B.phase = PH_SETUP;
-	B.phase_deadline = B.t_start + (int64_t)(60 * 1e9);
-	note("%s: %d peers to %s", scenario_names[B.o.sc], B.npeers, B.o.url_text);
 
 	while (B.phase != PH_DONE) {
 		if (stop_signal) {
@@ -494,6 +496,34 @@ int main(int argc, char **argv)
 	} else {
 		rc = report_traffic();
 	}
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	struct sigaction sa;
+	int i, rc;
+
+	if (parse_args(argc, argv) < 0)
+		return EXIT_USAGE;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	/* precise sleeps for the rate scenarios' pacing (threads inherit it) */
+	prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+	B.t_start = now_ns();
+	B.rng = (uint32_t)(B.t_start ^ getpid()) | 1;
+	if (setup() < 0) {
+		fprintf(stderr, "homestead-bench: set-up failed: %s\n", strerror(errno));
+		return EXIT_CONNECT;
+	}
+	B.phase = PH_SETUP;
+	B.phase_deadline = B.t_start + (int64_t)(60 * 1e9);
+	note("%s: %d peers to %s", scenario_names[B.o.sc], B.npeers, B.o.url_text);
+
+	rc = SC_IS_THREADED(B.o.sc) ? thread_run() : loop_run();
 	fflush(stdout);
 	for (i = 0; i < B.npeers; i++)
 		peer_free(B.peers[i]);

@@ -1,15 +1,18 @@
 /*
  * bench.h - homestead-bench's private header: the state of the run that the
- * four files share, and what each offers the others.
+ * five files share, and what each offers the others.
  *
  *   bench.c           options, set-up, the event loop, main
  *   bench_peer.c      peers: connect, upgrade, handshake, buffered output,
  *                     frames in, the gateway's JSON scanned
  *   bench_scenario.c  the scenarios: what is sent when, the phases, what
  *                     each ack and delivery counts for
+ *   bench_thread.c    tflood and trate: the same peers as real clients are
+ *                     written, a thread (or two) and a blocking socket each
  *   bench_report.c    the gateway's figures from /proc, the one-line report
  *
- * One thread: nothing is locked. B, the run, is the one global (bench.c).
+ * One thread, nothing locked, except in tflood and trate (bench_thread.c
+ * says what its threads share). B, the run, is the one global (bench.c).
  */
 #ifndef GW_TOOLS_BENCH_H
 #define GW_TOOLS_BENCH_H
@@ -28,7 +31,8 @@
 #define NS_PER_S         1000000000LL
 #define PEER_TIMEOUT_NS  (5 * NS_PER_S)   /* connect + upgrade + handshake, or close */
 
-enum scenario { SC_FLOOD, SC_FANOUT, SC_RATE, SC_IDLE, SC_CHURN, SC_BIG, SC_QUEUE };
+enum scenario { SC_FLOOD, SC_FANOUT, SC_RATE, SC_IDLE, SC_CHURN, SC_BIG, SC_QUEUE, SC_TFLOOD,
+                SC_TRATE };
 extern const char *const scenario_names[];   /* by enum scenario */
 
 enum role { ROLE_MOD, ROLE_BOT };
@@ -46,7 +50,13 @@ enum pstate {
 
 enum phase { PH_SETUP, PH_RUN, PH_DRAIN, PH_SAMPLE, PH_DONE };
 
-/* One message a mod sent. */
+/* rate and trate: latency samples are taken; tflood and trate: threads. */
+#define SC_IS_RATE(sc)     ((sc) == SC_RATE || (sc) == SC_TRATE)
+#define SC_IS_THREADED(sc) ((sc) == SC_TFLOOD || (sc) == SC_TRATE)
+
+/* One message a mod sent. In tflood and trate, sent_ns is written by the
+ * mod's sender and read by the bot's thread (atomically), got is the bot
+ * thread's, acked the mod's reader's. */
 struct rec {
 	int64_t sent_ns;
 	uint16_t got;     /* deliveries to the bot */
@@ -163,8 +173,21 @@ void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void error_once(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The next number of a cheap generator (masks; no need to be secret). */
 uint32_t rng_next(void);
+/* The signal that stopped the run (SIGINT, SIGTERM), else 0. */
+int stop_requested(void);
 
 /* ---- bench_peer.c --------------------------------------------------------- */
+
+/* What a frame from the gateway says; spans borrowed from its text. */
+struct reply {
+	const char *status, *id, *content, *code, *message;
+	size_t slen, idlen, clen, mlen;
+	int duplicate;
+};
+
+/* Scans one text message from the gateway into *r: 0, or -1 if it is not a
+ * JSON object. Thread-safe. */
+int reply_scan(const char *s, size_t len, struct reply *r);
 
 /* A peer with an input buffer of in_cap bytes, not connected; NULL if out
  * of memory. peer_free closes and frees it (NULL is fine). */
@@ -185,6 +208,15 @@ void on_event(struct peer *p, uint32_t ev);
 
 /* ---- bench_scenario.c ----------------------------------------------------- */
 
+/* Parses a msg_id "PREFIX.<a>.<seq>" where a is digits or "b". Returns 0 and
+ * the parts (a = -1 for "b"), -1 if the id is not ours. Thread-safe. */
+int msg_id_parse(const char *id, size_t len, long *a, uint64_t *seq);
+/* The most bytes message_encode writes. */
+size_t message_max(void);
+/* Encodes p's message number seq as one masked text frame into out
+ * (message_max() bytes); returns its length. Thread-safe (reads B.o only). */
+size_t message_encode(const struct peer *p, uint64_t seq, unsigned char *out, uint32_t mask);
+
 /* An ack (status) or a delivery (content) for p, from the gateway. */
 void on_ack(struct peer *p, const char *id, size_t idlen, const char *status, size_t slen,
             int duplicate);
@@ -193,6 +225,13 @@ void on_delivery(struct peer *p, const char *id, size_t idlen, size_t content_le
 int setup_peers(void);
 /* One pass of the scenario: connects, sends what is due, moves the phase. */
 void tick(int64_t now);
+
+/* ---- bench_thread.c ------------------------------------------------------- */
+
+/* Runs tflood or trate from set-up to report, with B's peers already made
+ * (bench.c's setup). Returns the exit status (report_traffic's, or
+ * EXIT_CONNECT). */
+int thread_run(void);
 
 /* ---- bench_report.c ------------------------------------------------------- */
 

@@ -396,50 +396,58 @@ static void on_frames(struct peer *p)
 	}
 }
 
-/* One whole text message from the gateway. */
-static void on_text(struct peer *p, const char *s, size_t len)
+int reply_scan(const char *s, size_t len, struct reply *r)
 {
 	struct wsc_json_iter it;
-	const char *k, *v, *status = NULL, *id = NULL, *code = NULL, *content = NULL, *message = NULL;
-	size_t kl, vl, slen = 0, idlen = 0, clen = 0, mlen = 0;
+	const char *k, *v;
+	size_t kl, vl;
 	enum wsc_json_type t;
-	int duplicate = 0, rc;
+	int rc;
 
+	memset(r, 0, sizeof(*r));
 	wsc_json_begin(&it, s, len);
 	while ((rc = wsc_json_next(&it, &k, &kl, &v, &vl, &t)) == 1) {
 		if (kl == 6 && memcmp(k, "status", 6) == 0 && t == WSC_JSON_STRING)
-			status = v, slen = vl;
+			r->status = v, r->slen = vl;
 		else if (kl == 6 && memcmp(k, "msg_id", 6) == 0 && t == WSC_JSON_STRING)
-			id = v, idlen = vl;
+			r->id = v, r->idlen = vl;
 		else if (kl == 7 && memcmp(k, "content", 7) == 0 && t == WSC_JSON_STRING)
-			content = v, clen = vl;
+			r->content = v, r->clen = vl;
 		else if (kl == 4 && memcmp(k, "code", 4) == 0)
-			code = v;
+			r->code = v;
 		else if (kl == 7 && memcmp(k, "message", 7) == 0 && t == WSC_JSON_STRING)
-			message = v, mlen = vl;
+			r->message = v, r->mlen = vl;
 		else if (kl == 9 && memcmp(k, "duplicate", 9) == 0 && t == WSC_JSON_TRUE)
-			duplicate = 1;
+			r->duplicate = 1;
 	}
-	if (rc < 0) {
+	return rc < 0 ? -1 : 0;
+}
+
+/* One whole text message from the gateway. */
+static void on_text(struct peer *p, const char *s, size_t len)
+{
+	struct reply r;
+
+	if (reply_scan(s, len, &r) < 0) {
 		error_once("%s %s: not JSON: %.60s", p->role == ROLE_BOT ? "bot" : "mod", p->sid, s);
 		return;
 	}
-	if (code) {
+	if (r.code) {
 		error_once("%s %s: gateway error %.*s: %.*s", p->role == ROLE_BOT ? "bot" : "mod",
-		           p->sid, 3, code, (int)mlen, message ? message : "");
+		           p->sid, 3, r.code, (int)r.mlen, r.message ? r.message : "");
 		if (p->state == P_HANDSHAKE)
 			peer_fail(p, "handshake refused");
 		return;
 	}
 	if (p->state == P_HANDSHAKE) {
-		if (status && wsc_span_eq(status, slen, "connected"))
+		if (r.status && wsc_span_eq(r.status, r.slen, "connected"))
 			on_ready(p);
 		return;
 	}
-	if (status && id)
-		on_ack(p, id, idlen, status, slen, duplicate);
-	else if (content && id)
-		on_delivery(p, id, idlen, clen, now_ns());
+	if (r.status && r.id)
+		on_ack(p, r.id, r.idlen, r.status, r.slen, r.duplicate);
+	else if (r.content && r.id)
+		on_delivery(p, r.id, r.idlen, r.clen, now_ns());
 }
 
 static void on_ready(struct peer *p)

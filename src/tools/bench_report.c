@@ -15,7 +15,7 @@
 static void proc_sample(long long *ticks, long *rss, long *hwm, long *threads);
 static int cmp_i64(const void *a, const void *b);
 static double pct(double q);
-static void usage_fields(char *buf, size_t cap);
+static void usage_fields(char *buf, size_t cap, uint64_t msgs);
 static void verify(uint64_t *missing, uint64_t *unacked);
 
 /* ---- process figures ------------------------------------------------------ */
@@ -90,8 +90,11 @@ static double pct(double q)
 	return (double)B.lat[i] / 1000.0;
 }
 
-/* Bench CPU over the measured span, % of one core; and the gateway's. */
-static void usage_fields(char *buf, size_t cap)
+/* Bench CPU over the measured span, % of one core; and the gateway's: % of
+ * one core and, when msgs is not 0, its CPU time per message in µs
+ * (utime+stime over the span / msgs: the ticks of /proc, 10 ms each, so a
+ * span of a few seconds gives two or three significant digits). */
+static void usage_fields(char *buf, size_t cap, uint64_t msgs)
 {
 	double wall = (double)(B.ru_t1 - B.ru_t0) / 1e9, cpu, gw;
 	long hz = sysconf(_SC_CLK_TCK);
@@ -106,9 +109,12 @@ static void usage_fields(char *buf, size_t cap)
 	n = (size_t)snprintf(buf, cap, " bench_cpu=%.0f%%", 100.0 * cpu / wall);
 	if (B.o.pid > 0 && B.gw_ticks0 >= 0 && B.gw_ticks1 >= 0 && n < cap) {
 		gw = (double)(B.gw_ticks1 - B.gw_ticks0) / (double)hz;
-		snprintf(buf + n, cap - n, " gw_cpu=%.0f%% gw_rss_mb=%.1f gw_hwm_mb=%.1f gw_threads=%ld",
-		         100.0 * gw / wall, (double)B.gw_rss1 / 1024.0, (double)B.gw_hwm / 1024.0,
-		         B.gw_threads1);
+		n += (size_t)snprintf(buf + n, cap - n,
+		                      " gw_cpu=%.0f%% gw_rss_mb=%.1f gw_hwm_mb=%.1f gw_threads=%ld",
+		                      100.0 * gw / wall, (double)B.gw_rss1 / 1024.0,
+		                      (double)B.gw_hwm / 1024.0, B.gw_threads1);
+		if (msgs && n < cap)
+			snprintf(buf + n, cap - n, " gw_us_per_msg=%.2f", gw * 1e6 / (double)msgs);
 	}
 }
 
@@ -151,8 +157,10 @@ int report_traffic(void)
 	ok = !B.first_error[0] && missing == 0 && B.dups == 0 && unacked == 0 && B.acks_other == 0 &&
 	     B.dup_acks == 0 && B.bad_content == 0 && B.sent > 0 && !B.lost_peers &&
 	     B.out_of_order == 0;
-	usage_fields(use, sizeof(use));
-	if (B.o.sc == SC_RATE) {
+	if (B.o.sc == SC_QUEUE)
+		rated = B.acks_completed;
+	usage_fields(use, sizeof(use), rated);
+	if (SC_IS_RATE(B.o.sc)) {
 		qsort(B.lat, B.nlat, sizeof(*B.lat), cmp_i64);
 		snprintf(extra, sizeof(extra),
 		         " offered=%.0f achieved=%.0f p50_us=%.0f p90_us=%.0f p99_us=%.0f max_us=%.0f",
@@ -164,13 +172,12 @@ int report_traffic(void)
 	} else if (B.o.sc == SC_QUEUE) {   /* rate: first send to last ack; drain: bot on */
 		secs = B.t_last_ack > B.t_first_send ? (double)(B.t_last_ack - B.t_first_send) / 1e9 : 0;
 		dsecs = B.t_bot && B.t_last_rx > B.t_bot ? (double)(B.t_last_rx - B.t_bot) / 1e9 : 0;
-		rated = B.acks_completed;
 		snprintf(extra, sizeof(extra), " drained=%llu drain_secs=%.3f drain_rate=%.0f",
 		         (unsigned long long)B.delivered, dsecs,
 		         dsecs > 0 ? (double)B.delivered / dsecs : 0);
 	}
 	printf("scenario=%s mods=%d channels=%d window=%d size=%zu msgs=%llu",
-	       scenario_names[B.o.sc], B.o.mods, B.o.channels, B.o.sc == SC_RATE ? 0 : B.o.window,
+	       scenario_names[B.o.sc], B.o.mods, B.o.channels, SC_IS_RATE(B.o.sc) ? 0 : B.o.window,
 	       B.o.size, (unsigned long long)msgs);
 	if (B.o.sc == SC_FANOUT)
 		printf(" deliveries=%llu", (unsigned long long)B.delivered);
@@ -195,7 +202,7 @@ int report_conns(void)
 	double secs;
 	int ok;
 
-	usage_fields(use, sizeof(use));
+	usage_fields(use, sizeof(use), 0);
 	if (B.o.sc == SC_IDLE) {
 		secs = (double)((B.t_up ? B.t_up : now_ns()) - B.t_start) / 1e9;
 		ok = B.ready == B.o.mods && B.failed == 0 && !B.lost_peers;

@@ -12,7 +12,6 @@
 
 #include "bench.h"
 
-static int id_parse(const char *id, size_t len, long *a, uint64_t *seq);
 static struct rec *rec_at(struct peer *p, uint64_t seq);
 static void queue_acked(struct peer *p, struct rec *r);
 static void queue_order(struct peer *from, const struct rec *r);
@@ -26,9 +25,7 @@ static void start_run(int64_t now);
 
 /* ---- acks and deliveries -------------------------------------------------- */
 
-/* Parses "PREFIX.<a>.<seq>" where a is digits or "b". Returns 0 and the
- * parts (a = -1 for "b"), -1 if the id is not ours. */
-static int id_parse(const char *id, size_t len, long *a, uint64_t *seq)
+int msg_id_parse(const char *id, size_t len, long *a, uint64_t *seq)
 {
 	size_t pl = strlen(B.o.prefix), i;
 	uint64_t v = 0;
@@ -82,7 +79,7 @@ void on_ack(struct peer *p, const char *id, size_t idlen, const char *status,
 	uint64_t seq;
 	long a;
 
-	if (id_parse(id, idlen, &a, &seq) < 0 ||
+	if (msg_id_parse(id, idlen, &a, &seq) < 0 ||
 	    (p->role == ROLE_MOD ? a != (long)p->idx : a != -1) || seq >= p->sent) {
 		B.foreign++;
 		return;
@@ -115,7 +112,7 @@ void on_delivery(struct peer *p, const char *id, size_t idlen, size_t content_le
 	uint64_t seq;
 	long a;
 
-	if (id_parse(id, idlen, &a, &seq) < 0) {
+	if (msg_id_parse(id, idlen, &a, &seq) < 0) {
 		B.foreign++;
 		return;
 	}
@@ -198,42 +195,50 @@ static void queue_order(struct peer *from, const struct rec *r)
 
 /* ---- traffic -------------------------------------------------------------- */
 
-/* Builds one message from p straight into its output buffer. */
-static void send_message(struct peer *p, int64_t now)
+size_t message_max(void)
+{
+	return WSC_HEAD_MAX + 512 + B.o.size + 2;
+}
+
+size_t message_encode(const struct peer *p, uint64_t seq, unsigned char *out, uint32_t mask)
 {
 	char head[512];
 	size_t hl, plen, h;
-	unsigned char *o;
-	uint32_t mask = rng_next();
-	struct rec *r;
 	int n;
+
+	if (p->role == ROLE_BOT)
+		n = snprintf(head, sizeof(head),
+		             "{\"msg_id\":\"%s.b.%llu\",\"id\":\"%s\",\"author\":{\"id\":\"bench\"},"
+		             "\"content\":\"", B.o.prefix, (unsigned long long)seq, B.chans[0]);
+	else
+		n = snprintf(head, sizeof(head),
+		             "{\"msg_id\":\"%s.%u.%llu\",\"id\":\"%s\",\"destination\":{\"channel_id\":"
+		             "\"%s\"},\"author\":{\"id\":\"bench\"},\"content\":\"", B.o.prefix, p->idx,
+		             (unsigned long long)seq, p->sid, p->chan);
+	hl = (size_t)n;
+	plen = hl + B.o.size + 2;
+	h = wsc_frame_head(out, 1, WSC_OP_TEXT, plen, mask);
+	memcpy(out + h, head, hl);
+	memcpy(out + h + hl, B.content, B.o.size);
+	memcpy(out + h + hl + B.o.size, "\"}", 2);
+	wsc_mask(out + h, plen, mask);
+	return h + plen;
+}
+
+/* Builds one message from p straight into its output buffer. */
+static void send_message(struct peer *p, int64_t now)
+{
+	struct rec *r;
 
 	if (!(r = rec_at(p, p->sent))) {
 		peer_fail(p, "out of memory");
 		return;
 	}
-	if (p->role == ROLE_BOT)
-		n = snprintf(head, sizeof(head),
-		             "{\"msg_id\":\"%s.b.%llu\",\"id\":\"%s\",\"author\":{\"id\":\"bench\"},"
-		             "\"content\":\"", B.o.prefix, (unsigned long long)p->sent, B.chans[0]);
-	else
-		n = snprintf(head, sizeof(head),
-		             "{\"msg_id\":\"%s.%u.%llu\",\"id\":\"%s\",\"destination\":{\"channel_id\":"
-		             "\"%s\"},\"author\":{\"id\":\"bench\"},\"content\":\"", B.o.prefix, p->idx,
-		             (unsigned long long)p->sent, p->sid, p->chan);
-	hl = (size_t)n;
-	plen = hl + B.o.size + 2;
-	if (out_reserve(p, WSC_HEAD_MAX + plen) < 0) {
+	if (out_reserve(p, message_max()) < 0) {
 		peer_fail(p, "out of memory");
 		return;
 	}
-	o = p->out + p->out_len;
-	h = wsc_frame_head(o, 1, WSC_OP_TEXT, plen, mask);
-	memcpy(o + h, head, hl);
-	memcpy(o + h + hl, B.content, B.o.size);
-	memcpy(o + h + hl + B.o.size, "\"}", 2);
-	wsc_mask(o + h, plen, mask);
-	p->out_len += h + plen;
+	p->out_len += message_encode(p, p->sent, p->out + p->out_len, rng_next());
 	r->sent_ns = now ? now : now_ns();
 	if (B.o.sc == SC_QUEUE)
 		r->before = B.qch[p->idx % (uint32_t)B.o.channels].acked;
