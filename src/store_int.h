@@ -16,7 +16,7 @@ struct store_state {
 	sqlite3 *db;
 	sqlite3_stmt *put, *stream, *del, *set, *count, *load, *streams;
 	char epoch[GW_EPOCH_MAX + 1];
-	char fault[160];         /* the last write's error, "" when it worked (lock) */
+	char fault[256];         /* the last write's error, "" when it worked (lock) */
 	int64_t fault_probe_ms;  /* monotonic: the last try to recover (lock) */
 };
 
