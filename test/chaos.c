@@ -245,7 +245,6 @@ static long long json_num(const char *t, size_t len, const char *key);
 static int json_is(const char *t, size_t len, const char *key, enum wsc_json_type want);
 static int msg_id_parse(const char *v, int *sender, int *n);
 static const char *msg_name(char *out, size_t cap, int sender, int n);
-static int port_pick(uint64_t seed);
 static int gateway_start(const char *bin, int port);
 static int gateway_bounce(int kind);
 static struct ws *conn_dial(int port);
@@ -426,32 +425,6 @@ msg_name(char *out, size_t cap, int sender, int n)
 }
 
 /* ---- gateway process control (main thread) ------------------------------ */
-
-/* A port below 32768 that is free now, varied by seed and pid so that two
- * runs side by side do not collide; -1 if none found. */
-static int
-port_pick(uint64_t seed)
-{
-	struct sockaddr_in sa;
-	uint64_t s = seed ^ ((uint64_t)getpid() << 32);
-	int i, fd, port, ok;
-
-	for (i = 0; i < 200; i++) {
-		port = 20000 + (int)(rng_next(&s) % 12000);
-		fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd < 0)
-			return -1;
-		memset(&sa, 0, sizeof sa);
-		sa.sin_family = AF_INET;
-		sa.sin_port = htons((uint16_t)port);
-		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		ok = bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-		close(fd);
-		if (ok)
-			return port;
-	}
-	return -1;
-}
 
 /*
  * Writes the run's ini and starts the gateway. The store is durable
@@ -1552,7 +1525,7 @@ main(int argc, char **argv)
 	schedule_print(seed, ev, nev, chaos_ms);
 
 	for (i = 0, rc = -1; i < 3 && rc < 0; i++) {
-		int try_port = port > 0 ? port : port_pick(seed + (uint64_t)i);
+		int try_port = port > 0 ? port : gw_free_port();
 
 		if (try_port < 0 || (rc = gateway_start(bin, try_port)) < 0)
 			gw_cleanup(&gw.proc);

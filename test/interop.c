@@ -113,7 +113,6 @@ static const char *examples_dir = "test/interop";
 static int failures;
 static int verbose;            /* print the clients' stderr every time */
 
-static int port_pick(void);
 static int gateway_start(struct gw_proc *gw, int body_mb, int read_timeout);
 static char *content_make(char dir, int i, size_t *len);
 static const char *const *example_argv(struct example *e, const char *kind, int port,
@@ -146,34 +145,6 @@ static int codes_run(const char *botkind, const char *gateway);
 
 /* ---- set-up ------------------------------------------------------------ */
 
-/* A loopback port below 32768 that is free now (outside the ephemeral
- * range: none of our own client sockets can be holding it), or -1. */
-static int
-port_pick(void)
-{
-	static unsigned seed;
-	struct sockaddr_in sa;
-	int i, fd, port, ok;
-
-	if (!seed)
-		seed = (unsigned)getpid() ^ (unsigned)time(NULL);
-	for (i = 0; i < 200; i++) {
-		port = 20000 + (int)(rand_r(&seed) % 12000);
-		fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd < 0)
-			return -1;
-		memset(&sa, 0, sizeof sa);
-		sa.sin_family = AF_INET;
-		sa.sin_port = htons((uint16_t)port);
-		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		ok = bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-		close(fd);
-		if (ok)
-			return port;
-	}
-	return -1;
-}
-
 /* The harness's test settings (ping_interval 1, read_timeout as given: 3
  * where liveness is tested), body_size body_mb MB, queues
  * and histories large enough that nothing is overwritten while a client is
@@ -185,7 +156,7 @@ gateway_start(struct gw_proc *gw, int body_mb, int read_timeout)
 	int tries, port;
 
 	for (tries = 0; tries < 5; tries++) {
-		if ((port = port_pick()) < 0)
+		if ((port = gw_free_port()) < 0)
 			return -1;
 		snprintf(ini, sizeof ini,
 		         "[gateway]\nlisten = 127.0.0.1\nhttp_port = %d\napi_key = " KEY "\n"
@@ -475,7 +446,7 @@ proxy_start(struct proxy *p, int gw_port)
 	if (pipe2(p->ctl, O_CLOEXEC) < 0)
 		return -1;
 	for (tries = 0; tries < 20 && p->lfd < 0; tries++) {
-		if ((p->port = port_pick()) < 0)
+		if ((p->port = gw_free_port()) < 0)
 			break;
 		p->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		memset(&sa, 0, sizeof sa);
