@@ -197,6 +197,11 @@ void peer_free(struct peer *p);
 int peer_connect(struct peer *p);
 /* Ends p's connection as failed, with a reason for the report. */
 void peer_fail(struct peer *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Checks the upgrade answer h for p: a good 101 is taken out of p's input
+ * (0); otherwise why says what is wrong (-1). */
+int upgrade_take(struct peer *p, const struct wsc_http *h, char *why, size_t cap);
+/* p's JSON handshake (mod or bot) into buf: its length. */
+int handshake_text(const struct peer *p, char *buf, size_t cap);
 /* Room for `more` bytes at the end of p's output: 0, or -1 out of memory. */
 int out_reserve(struct peer *p, size_t more);
 /* Puts p on the list flush_dirty sends from. */

@@ -295,12 +295,36 @@ static void on_connected(struct peer *p)
 	mark_dirty(p);
 }
 
+int upgrade_take(struct peer *p, const struct wsc_http *h, char *why, size_t cap)
+{
+	if (h->status != 101) {
+		snprintf(why, cap, "upgrade refused: HTTP %d", h->status);
+		return -1;
+	}
+	if (!h->accept_ok || !h->upgrade_ok) {
+		snprintf(why, cap, "bad upgrade answer");
+		return -1;
+	}
+	memmove(p->in, p->in + h->head_len, p->in_len - h->head_len);
+	p->in_len -= h->head_len;
+	return 0;
+}
+
+int handshake_text(const struct peer *p, char *buf, size_t cap)
+{
+	if (p->role == ROLE_BOT)
+		return snprintf(buf, cap, "{\"type\":\"bot\",\"data\":{\"bot_id\":\"%s\"}}", p->sid);
+	return snprintf(buf, cap,
+	                "{\"type\":\"mod\",\"data\":{\"server_id\":\"%s\",\"channel_id\":\"%s\"}}",
+	                p->sid, p->chan);
+}
+
 /* 0 when upgraded (or still waiting), -1 when p failed. */
 static int on_upgrade(struct peer *p)
 {
 	struct wsc_http h;
 	enum wsc_parse pr = wsc_http_parse((const char *)p->in, p->in_len, p->accept, &h);
-	char hs[256];
+	char hs[256], why[64];
 	int n;
 
 	if (pr == WSC_MORE)
@@ -309,24 +333,13 @@ static int on_upgrade(struct peer *p)
 		peer_fail(p, "answer to the upgrade is not HTTP");
 		return -1;
 	}
-	if (h.status != 101) {
+	if (upgrade_take(p, &h, why, sizeof(why)) < 0) {
 		if (h.status == 401 || h.status == 403)
 			B.auth_refused = 1;
-		peer_fail(p, "upgrade refused: HTTP %d", h.status);
+		peer_fail(p, "%s", why);
 		return -1;
 	}
-	if (!h.accept_ok || !h.upgrade_ok) {
-		peer_fail(p, "bad upgrade answer");
-		return -1;
-	}
-	memmove(p->in, p->in + h.head_len, p->in_len - h.head_len);
-	p->in_len -= h.head_len;
-	if (p->role == ROLE_BOT)
-		n = snprintf(hs, sizeof(hs), "{\"type\":\"bot\",\"data\":{\"bot_id\":\"%s\"}}", p->sid);
-	else
-		n = snprintf(hs, sizeof(hs),
-		             "{\"type\":\"mod\",\"data\":{\"server_id\":\"%s\",\"channel_id\":\"%s\"}}",
-		             p->sid, p->chan);
+	n = handshake_text(p, hs, sizeof(hs));
 	p->state = P_HANDSHAKE;
 	queue_frame(p, WSC_OP_TEXT, hs, (size_t)n);
 	return 0;

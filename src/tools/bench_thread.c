@@ -422,7 +422,7 @@ static int tp_connect(struct tpeer *t)
 	struct timeval tv = { (time_t)(PEER_TIMEOUT_NS / NS_PER_S), 0 };
 	struct wsc_http h;
 	enum wsc_parse pr;
-	char key[WSC_KEY_LEN + 1], req[4096], hs[256];
+	char key[WSC_KEY_LEN + 1], req[4096], hs[256], why[64];
 	int64_t deadline = now_ns() + PEER_TIMEOUT_NS;
 	int one = 1, n;
 	size_t len;
@@ -462,24 +462,13 @@ static int tp_connect(struct tpeer *t)
 		if (pr == WSC_DONE)
 			break;
 	}
-	if (h.status != 101) {
+	if (upgrade_take(p, &h, why, sizeof(why)) < 0) {
 		if (h.status == 401 || h.status == 403)
 			__atomic_store_n(&T.auth_refused, 1, __ATOMIC_RELEASE);
-		tp_fail(t, "upgrade refused: HTTP %d", h.status);
+		tp_fail(t, "%s", why);
 		return -1;
 	}
-	if (!h.accept_ok || !h.upgrade_ok) {
-		tp_fail(t, "bad upgrade answer");
-		return -1;
-	}
-	memmove(p->in, p->in + h.head_len, p->in_len - h.head_len);
-	p->in_len -= h.head_len;
-	if (p->role == ROLE_BOT)
-		n = snprintf(hs, sizeof(hs), "{\"type\":\"bot\",\"data\":{\"bot_id\":\"%s\"}}", p->sid);
-	else
-		n = snprintf(hs, sizeof(hs),
-		             "{\"type\":\"mod\",\"data\":{\"server_id\":\"%s\",\"channel_id\":\"%s\"}}",
-		             p->sid, p->chan);
+	n = handshake_text(p, hs, sizeof(hs));
 	len = wsc_frame_encode(t->out, 1, WSC_OP_TEXT, hs, (size_t)n, t->rng);
 	if (send_all(t, t->out, len) < 0) {
 		tp_fail(t, "cannot send the handshake: %s", strerror(errno));
