@@ -37,28 +37,40 @@
 /* Peers here read only when the test says so: no liveness drops meanwhile. */
 #define QUIET "[gateway]\nread_timeout = 600\nping_interval = 300\n"
 
-static struct ws *join(struct gw_proc *gw, const char *handshake)
+/* A mod sid on channel ch, or the bot "b", joined (the harness's helpers). */
+static struct ws *join_mod(struct gw_proc *gw, const char *sid, const char *ch)
 {
-	struct ws *w = ws_connect(gw->port, "/sync?api_key=test-key", NULL, T);
-	json_t *j;
+	struct ws *w = gw_mod(gw, sid, ch);
 
 	assert_non_null(w);
-	assert_int_equal(w->http_status, 101);
-	assert_int_equal(ws_send_text(w, handshake), 0);
-	j = it_recv_json(w, T, NULL);
-	assert_non_null(j);
-	assert_string_equal(it_str(j, "status"), "connected");
-	json_decref(j);
 	return w;
 }
 
-static struct ws *join_mod(struct gw_proc *gw, const char *sid, const char *ch)
+static struct ws *join_bot(struct gw_proc *gw)
 {
-	char hs[256];
+	struct ws *w = gw_bot(gw, "b");
 
-	snprintf(hs, sizeof(hs),
-	         "{\"type\":\"mod\",\"data\":{\"server_id\":\"%s\",\"channel_id\":\"%s\"}}", sid, ch);
-	return join(gw, hs);
+	assert_non_null(w);
+	return w;
+}
+
+/* Sends a message with msg_id id to channel ch - as mod sid, or as the bot
+ * when sid is NULL - and returns the status of its ack (a static buffer). */
+static const char *send_acked(struct ws *w, const char *sid, const char *ch, const char *id,
+                              const char *content, int tmo)
+{
+	static char status[32];
+	json_t *ack;
+
+	if (sid)
+		assert_int_equal(it_mod_send(w, id, sid, ch, content), 0);
+	else
+		assert_int_equal(it_bot_send(w, id, ch, content), 0);
+	ack = it_wait_ack(w, id, tmo);
+	assert_non_null(ack);
+	snprintf(status, sizeof(status), "%s", it_str(ack, "status"));
+	json_decref(ack);
+	return status;
 }
 
 static char *filler(size_t size)
@@ -197,15 +209,10 @@ static void test_sigterm_1001_and_exit_within_5s(void **state)
 	/* one mod never reads while 16 MB are sent to it: its output is stuck */
 	stuck = join_mod(&gw, "stuck", "c1");
 	ok = join_mod(&gw, "ok", "c2");
-	bot = join(&gw, "{\"type\":\"bot\",\"data\":{\"bot_id\":\"b\"}}");
+	bot = join_bot(&gw);
 	for (int i = 0; i < 32; i++) {
-		json_t *ack;
-
 		snprintf(id, sizeof(id), "big%d", i);
-		assert_int_equal(it_bot_send(bot, id, "c1", big), 0);
-		ack = it_wait_ack(bot, id, T * gw_slack(&gw));
-		assert_non_null(ack);
-		json_decref(ack);
+		(void)send_acked(bot, NULL, "c1", id, big, T * gw_slack(&gw));
 	}
 	t0 = now_ms();
 	assert_int_equal(kill(gw.pid, SIGTERM), 0);
@@ -343,21 +350,13 @@ static void test_output_bytes_max_drops_the_worst(void **state)
 	                                       "queue_bytes_max = 128\n"), 0);
 	a = join_mod(&gw, "a", "c1");   /* never reads until the end */
 	b = join_mod(&gw, "b", "c2");   /* reads all along */
-	bot = join(&gw, "{\"type\":\"bot\",\"data\":{\"bot_id\":\"b\"}}");
+	bot = join_bot(&gw);
 	for (int i = 0; i < N; i++) {
-		json_t *ack;
-
 		snprintf(id, sizeof(id), "a%d", i);
-		assert_int_equal(it_bot_send(bot, id, "c1", big), 0);
-		ack = it_wait_ack(bot, id, T * gw_slack(&gw));
-		assert_non_null(ack);
-		assert_string_not_equal(it_str(ack, "status"), "failed");
-		json_decref(ack);
+		assert_string_not_equal(send_acked(bot, NULL, "c1", id, big, T * gw_slack(&gw)),
+		                        "failed");
 		snprintf(id, sizeof(id), "b%d", i);
-		assert_int_equal(it_bot_send(bot, id, "c2", "small"), 0);
-		ack = it_wait_ack(bot, id, T * gw_slack(&gw));
-		assert_non_null(ack);
-		json_decref(ack);
+		(void)send_acked(bot, NULL, "c2", id, "small", T * gw_slack(&gw));
 	}
 	/* b was never hurt: it has every message */
 	assert_int_equal(read_in_order(b, "b", 0, N, T), N);
@@ -391,16 +390,10 @@ static void test_queue_over_output_limit_is_paced(void **state)
 	(void)state;
 	assert_int_equal(gw_start(&gw, QUIET "body_size = 1\nqueue_max = 100\n"
 	                                       "queue_bytes_max = 128\n"), 0);
-	bot = join(&gw, "{\"type\":\"bot\",\"data\":{\"bot_id\":\"b\"}}");
+	bot = join_bot(&gw);
 	for (int i = 0; i < N; i++) {
-		json_t *ack;
-
 		snprintf(id, sizeof(id), "q%d", i);
-		assert_int_equal(it_bot_send(bot, id, "c1", big), 0);
-		ack = it_wait_ack(bot, id, T * gw_slack(&gw));
-		assert_non_null(ack);
-		assert_string_equal(it_str(ack, "status"), "queued");
-		json_decref(ack);
+		assert_string_equal(send_acked(bot, NULL, "c1", id, big, T * gw_slack(&gw)), "queued");
 	}
 	m = join_mod(&gw, "s1", "c1");
 	assert_int_equal(read_in_order(m, "q", 0, N, T * gw_slack(&gw)), N);
@@ -423,19 +416,6 @@ static long file_size(const char *dir, const char *name)
 	return stat(path, &st) == 0 ? (long)st.st_size : 0;
 }
 
-static const char *send_status(struct ws *m, const char *id, const char *content, int tmo)
-{
-	static char status[32];
-	json_t *ack;
-
-	assert_int_equal(it_mod_send(m, id, "s1", "c1", content), 0);
-	ack = it_wait_ack(m, id, tmo);
-	assert_non_null(ack);
-	snprintf(status, sizeof(status), "%s", it_str(ack, "status"));
-	json_decref(ack);
-	return status;
-}
-
 static void test_store_fault_degrades_and_recovers(void **state)
 {
 	struct gw_proc gw;
@@ -450,7 +430,7 @@ static void test_store_fault_degrades_and_recovers(void **state)
 	assert_int_equal(gw_start(&gw, QUIET "body_size = 1\n[store]\npath = data/gateway.db\n"
 	                                       "[log]\nlevel = warn\n"), 0);
 	m = join_mod(&gw, "s1", "c1");
-	assert_string_equal(send_status(m, "before", "acked before the fault", T), "queued");
+	assert_string_equal(send_acked(m, "s1", "c1", "before", "acked before the fault", T), "queued");
 	/* no file of the gateway may grow past 1 MB more than the biggest now */
 	for (const char *const *f = (const char *const[]){ "data/gateway.db", "data/gateway.db-wal",
 	                                                   "stderr.log", NULL }; *f; f++)
@@ -463,7 +443,7 @@ static void test_store_fault_degrades_and_recovers(void **state)
 		const char *st;
 
 		snprintf(id, sizeof(id), "f%d", i);
-		st = send_status(m, id, big, T * gw_slack(&gw));
+		st = send_acked(m, "s1", "c1", id, big, T * gw_slack(&gw));
 		failed += strcmp(st, "failed") == 0;
 		queued += strcmp(st, "queued") == 0;
 	}
@@ -482,9 +462,9 @@ static void test_store_fault_degrades_and_recovers(void **state)
 			break;
 	}
 	assert_non_null(strstr(body, "\"status\":\"healthy\""));
-	assert_string_equal(send_status(m, "after", "after the fault", T), "queued");
+	assert_string_equal(send_acked(m, "s1", "c1", "after", "after the fault", T), "queued");
 	/* the bot gets what was acked queued, in order, and not what failed */
-	bot = join(&gw, "{\"type\":\"bot\",\"data\":{\"bot_id\":\"b\"}}");
+	bot = join_bot(&gw);
 	j = it_wait_msg(bot, T);
 	assert_non_null(j);
 	assert_string_equal(it_str(j, "msg_id"), "before");
