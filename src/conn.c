@@ -212,8 +212,8 @@ static int pend_reserve(struct gw_conn *c, size_t need)
 
 	if (c->pend_len + need <= c->pend_cap)
 		return 0;
-	if (pending_locked(c) + need > c->out_max)
-		return -1;
+	if (pending_locked(c) + c->later_bytes + need > c->out_max)
+		return -1;   /* a live backlog counts as if rendered */
 	/* start small: most peers only ever get short replies, and the buffer
 	 * freed after a quiet spell stays resident as a hole in the heap */
 	cap = c->pend_cap ? c->pend_cap : 256;
@@ -290,7 +290,7 @@ static int queue_locked(struct gw_conn *c, enum gw_opcode op, const void *data, 
 			c->mark_cap = cap;
 		}
 	}
-	if (pend_reserve(c, hl + body + c->later_bytes + 1) < 0)
+	if (pend_reserve(c, hl + body + 1) < 0)
 		goto fail;
 	if (pending_locked(c) == 0)
 		c->write_progress_ms = gw_now_mono();
@@ -751,7 +751,6 @@ enum gw_housekeep conn_housekeep(struct gw_conn *c, int64_t now, int64_t write_t
                                  enum gw_conn_state *state)
 {
 	enum gw_housekeep aborted = GW_HK_NONE;
-	int flush = 0;
 
 	pthread_mutex_lock(&c->lock);
 	if (c->state == GW_CONN_CLOSING && c->fd >= 0) {
@@ -768,12 +767,8 @@ enum gw_housekeep conn_housekeep(struct gw_conn *c, int64_t now, int64_t write_t
 		conn_set_why(c, "write timeout");   /* the caller drops it (conn_drop) */
 		aborted = GW_HK_WRITE_TIMEOUT;
 	}
-	/* a backlog with nothing pending (a flush that found no room): go on */
-	if (aborted == GW_HK_NONE && !c->flushing && pending_locked(c) == 0 &&
-	    c->later_head < c->later_len)
-		flush = 1;
 	/* an idle peer keeps no output buffers: thousands of quiet mods */
-	if (aborted == GW_HK_NONE && !flush && !c->flushing && pending_locked(c) == 0 &&
+	if (aborted == GW_HK_NONE && !c->flushing && pending_locked(c) == 0 &&
 	    (c->out || c->pend) && now - c->write_progress_ms >= 2000) {
 		free(c->out);
 		free(c->pend);
@@ -782,8 +777,6 @@ enum gw_housekeep conn_housekeep(struct gw_conn *c, int64_t now, int64_t write_t
 	}
 	*state = c->state;
 	pthread_mutex_unlock(&c->lock);
-	if (flush)
-		conn_flush(c);
 	return aborted;
 }
 

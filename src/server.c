@@ -92,22 +92,18 @@ static void remote_of(const struct mg_request_info *ri, char *buf, size_t cap)
 static void handle_health(struct mg_connection *mc)
 {
 	struct gw_stats st;
-	char buf[1536], fault[160], why[1200];
+	char buf[1536], fault[160], text[180], reason[1200] = "";
 	int degraded = store_health(fault, sizeof(fault));
 
 	registry_stats(&st);
-	why[0] = '\0';
 	if (degraded) {
 		/* what SQLite said, as a JSON string (it may hold quotes) */
-		char reason[180];
-
-		snprintf(reason, sizeof(reason), "store: %s", fault);
-		if (proto_json_string(reason, why + 10, sizeof(why) - 10) > 0)
-			memcpy(why, ",\"reason\":", 10);
+		snprintf(text, sizeof(text), "store: %s", fault);
+		proto_json_string(text, reason, sizeof(reason));
 	}
 	snprintf(buf, sizeof(buf),
-	         "{\"status\":\"%s\"%s,\"uptime_s\":%lld,\"bot\":%s,\"mods\":%u,\"queued\":%llu}",
-	         degraded ? "degraded" : "healthy", why,
+	         "{\"status\":\"%s\"%s%s,\"uptime_s\":%lld,\"bot\":%s,\"mods\":%u,\"queued\":%llu}",
+	         degraded ? "degraded" : "healthy", reason[0] ? ",\"reason\":" : "", reason,
 	         (long long)((gw_now_mono() - srv.started_ms) / 1000), st.bots ? "true" : "false",
 	         st.mods, (unsigned long long)st.queued_msgs);
 	send_json(mc, 200, buf);
