@@ -129,7 +129,8 @@ struct gw_conn {
 
 	/* registry.c, under the registry lock: links and registration */
 	struct gw_conn *prev, *next;     /* all conns */
-	struct gw_conn *chan_next;       /* mods of one channel */
+	struct gw_conn *chan_prev, *chan_next; /* mods of one channel */
+	struct gw_conn *name_next;       /* registered mod: its bucket of reg.names */
 	struct gw_channel *channel;      /* registered mod: its channel */
 	int registered;
 	int64_t last_ping_ms;            /* monotonic: the tick's last ping */

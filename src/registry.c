@@ -27,6 +27,8 @@ static struct {
 	struct gw_conn *conns;       /* every conn, newest first */
 	unsigned nconns, nmods, nbots;
 	struct gw_conn *bot;         /* the registered bot, or NULL */
+	struct gw_conn **names;      /* registered mods by (channel, server_id): */
+	size_t names_cap;            /* buckets, a power of two (0: none yet) */
 	uint64_t msgs[2][3];         /* [dir][enum gw_status] */
 	uint64_t duplicates;
 	struct gw_dedup *seen[2];    /* recent msg_ids of mods (by server_id), of the bot */
@@ -61,6 +63,9 @@ int registry_init(const struct gw_config *cfg)
 void registry_free(void)
 {
 	channels_free();
+	free(reg.names);
+	reg.names = NULL;
+	reg.names_cap = 0;
 	for (int r = 0; r < 2; r++) {
 		dedup_free(reg.seen[r]);
 		reg.seen[r] = NULL;
@@ -224,6 +229,73 @@ struct gw_conn *registry_conn_new(const char *remote, enum gw_key_kind key)
 	return c;
 }
 
+/* The bucket of the mod named sid on ch. (registry lock, names_cap > 0) */
+static struct gw_conn **name_bucket(const struct gw_channel *ch, const char *sid)
+{
+	uint64_t h = 14695981039346656037u ^ (uint64_t)(uintptr_t)ch;   /* FNV-1a */
+
+	for (const unsigned char *p = (const unsigned char *)sid; *p; p++)
+		h = (h ^ *p) * 1099511628211u;
+	return &reg.names[(h ^ h >> 29) & (reg.names_cap - 1)];
+}
+
+/* The registered mod of ch named sid, or NULL: a join finds the one it
+ * replaces without walking the channel, which thousands may share. */
+static struct gw_conn *name_find(const struct gw_channel *ch, const char *sid)
+{
+	struct gw_conn *o = reg.names_cap ? *name_bucket(ch, sid) : NULL;
+
+	while (o && (o->channel != ch || strcmp(o->hs.server_id, sid) != 0))
+		o = o->name_next;
+	return o;
+}
+
+/* Room for one more registered mod: buckets double when they would be
+ * fewer than the mods (at most max_connections; they never shrink).
+ * -1 out of memory. */
+static int names_reserve(void)
+{
+	size_t cap = reg.names_cap ? 2 * reg.names_cap : 64, old_cap = reg.names_cap;
+	struct gw_conn **old = reg.names, **nb;
+
+	if (reg.nmods < reg.names_cap)
+		return 0;
+	if (!(nb = calloc(cap, sizeof(*nb))))
+		return -1;
+	reg.names = nb;
+	reg.names_cap = cap;
+	for (size_t i = 0; i < old_cap; i++) {
+		for (struct gw_conn *o = old[i], *next; o; o = next) {
+			struct gw_conn **b = name_bucket(o->channel, o->hs.server_id);
+
+			next = o->name_next;
+			o->name_next = *b;
+			*b = o;
+		}
+	}
+	free(old);
+	return 0;
+}
+
+/* c->channel is set; names_reserve made room. */
+static void name_add(struct gw_conn *c)
+{
+	struct gw_conn **b = name_bucket(c->channel, c->hs.server_id);
+
+	c->name_next = *b;
+	*b = c;
+}
+
+static void name_del(struct gw_conn *c)
+{
+	struct gw_conn **pp = name_bucket(c->channel, c->hs.server_id);
+
+	while (*pp != c)
+		pp = &(*pp)->name_next;
+	*pp = c->name_next;
+	c->name_next = NULL;
+}
+
 /* Removes a registered c from its slot. (registry lock) */
 static void unregister(struct gw_conn *c)
 {
@@ -236,15 +308,15 @@ static void unregister(struct gw_conn *c)
 		reg.nbots--;
 	} else {
 		struct gw_channel *ch = c->channel;
-		struct gw_conn **pp;
 
-		for (pp = &ch->mods; *pp; pp = &(*pp)->chan_next) {
-			if (*pp == c) {
-				*pp = c->chan_next;
-				break;
-			}
-		}
-		c->chan_next = NULL;
+		if (c->chan_prev)
+			c->chan_prev->chan_next = c->chan_next;
+		else
+			ch->mods = c->chan_next;
+		if (c->chan_next)
+			c->chan_next->chan_prev = c->chan_prev;
+		c->chan_prev = c->chan_next = NULL;
+		name_del(c);
 		ch->nmods--;
 		reg.nmods--;
 	}
@@ -267,7 +339,7 @@ static void leave(struct gw_conn *c, struct gw_msg **msgs, size_t n, struct gw_d
 		else
 			notify_mods("bot_disconnected", c->hs.bot_id, d);
 	}
-	for (struct gw_conn *o = ch && c->hs.role == GW_ROLE_MOD ? ch->mods : NULL; o;
+	for (struct gw_conn *o = n && ch && c->hs.role == GW_ROLE_MOD ? ch->mods : NULL; o;
 	     o = o->chan_next)
 		held_from = o->from_seq < held_from ? o->from_seq : held_from;
 	for (size_t i = 0; i < n; i++) {
@@ -363,13 +435,15 @@ static enum gw_join join_mod(struct gw_conn *c, struct gw_defer *d)
 
 	pthread_mutex_lock(&reg.lock);
 	ch = channel_get(c->hs.channel_id, 1);
+	if (ch && names_reserve() < 0) {
+		channel_gc(ch);
+		ch = NULL;
+	}
 	if (!ch) {
 		pthread_mutex_unlock(&reg.lock);
 		return GW_JOIN_CLOSED;
 	}
-	for (old = ch->mods; old; old = old->chan_next)
-		if (strcmp(old->hs.server_id, c->hs.server_id) == 0)
-			break;
+	old = name_find(ch, c->hs.server_id);
 	if (old) {
 		/* same server_id on the same channel: the newcomer replaces it
 		 * and receives what it had not taken */
@@ -381,12 +455,16 @@ static enum gw_join join_mod(struct gw_conn *c, struct gw_defer *d)
 		          "server_id", old->hs.server_id, "channel", ch->id, NULL);
 	}
 	(void)conn_make_ready(c);   /* if its peer left meanwhile, disconnect follows */
+	c->chan_prev = NULL;
 	c->chan_next = ch->mods;
+	if (ch->mods)
+		ch->mods->chan_prev = c;
 	ch->mods = c;
 	ch->nmods++;
 	reg.nmods++;
 	c->channel = ch;
 	c->registered = 1;
+	name_add(c);
 	if (c->hs.resume) {
 		/* what it had not processed: kept or queued, after its seq (all of
 		 * this epoch when it names another); what the old connection held

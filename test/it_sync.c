@@ -26,6 +26,12 @@ static int up(void **state)
 	return gw_start(&gw, NULL);
 }
 
+static int up_many(void **state)
+{
+	(void)state;
+	return gw_start(&gw, "max_connections = 256\n");
+}
+
 static int down(void **state)
 {
 	(void)state;
@@ -346,6 +352,61 @@ static void test_same_server_id_replaces(void **state)
 	json_decref(j);
 	ws_free(old);
 	ws_free(nw);
+	ws_free(b);
+}
+
+/* Many mods on one channel: each server_id is found among them (the
+ * registry's name table grows past its first buckets) and replaced, only
+ * on its own channel. */
+static void test_replace_among_many(void **state)
+{
+	enum { N = 150 };
+	struct ws *m[N], *other, *b, *old;
+	const int again[] = { 0, 77, N - 1 };
+	char sid[16];
+	json_t *j;
+
+	(void)state;
+	for (int i = 0; i < N; i++) {
+		snprintf(sid, sizeof(sid), "s%d", i);
+		m[i] = gw_mod(&gw, sid, "c1");
+		assert_non_null(m[i]);
+	}
+	other = gw_mod(&gw, "s7", "c2");   /* the same name elsewhere: not replaced */
+	assert_non_null(other);
+	for (size_t k = 0; k < sizeof(again) / sizeof(again[0]); k++) {
+		snprintf(sid, sizeof(sid), "s%d", again[k]);
+		old = m[again[k]];
+		m[again[k]] = gw_mod(&gw, sid, "c1");
+		assert_non_null(m[again[k]]);
+		assert_int_equal(ws_wait_close(old, T), 4000);
+		ws_free(old);
+	}
+	ws_free(m[5]);   /* s5 leaves and comes back */
+	m[5] = gw_mod(&gw, "s5", "c1");
+	assert_non_null(m[5]);
+	b = gw_bot(&gw, "b1");
+	assert_non_null(b);
+	it_bot_send(b, "many-1", "c1", "to all");
+	j = it_wait_ack(b, "many-1", T);
+	assert_string_equal(it_str(j, "status"), "completed");
+	json_decref(j);
+	for (int i = 0; i < N; i++) {
+		j = it_wait_msg(m[i], T);
+		assert_non_null(j);
+		assert_string_equal(it_str(j, "content"), "to all");
+		json_decref(j);
+	}
+	for (size_t k = 0; k < sizeof(again) / sizeof(again[0]); k++)
+		assert_null(it_wait_msg(m[again[k]], 100));
+	it_bot_send(b, "many-2", "c2", "to c2");
+	j = it_wait_msg(other, T);
+	assert_non_null(j);
+	assert_string_equal(it_str(j, "content"), "to c2");
+	json_decref(j);
+	for (int i = 0; i < N; i++)
+		ws_free(m[i]);
+	ws_free(other);
 	ws_free(b);
 }
 
@@ -738,6 +799,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_queued_then_flushed_in_order, up, down),
 		cmocka_unit_test_setup_teardown(test_ring_overflow_counts_dropped, up, down),
 		cmocka_unit_test_setup_teardown(test_same_server_id_replaces, up, down),
+		cmocka_unit_test_setup_teardown(test_replace_among_many, up_many, down),
 		cmocka_unit_test_setup_teardown(test_duplicate_resend_not_routed, up, down),
 		cmocka_unit_test_setup_teardown(test_presence_events, up, down),
 		cmocka_unit_test(test_rate_limit),
