@@ -171,6 +171,20 @@ static void *tick_main(void *arg)
 	return NULL;
 }
 
+struct releaser {
+	struct fixture *f;
+	int idx[3];
+};
+
+static void *release_main(void *arg)
+{
+	struct releaser *r = arg;
+
+	for (int i = 0; i < 3; i++)
+		release(r->f, r->idx[i]);
+	return NULL;
+}
+
 /* Parks the tick inside its first batch, then releases the conn its walk
  * goes on from, one it has passed and one ahead: every conn still there
  * gets its ping, once. */
@@ -181,6 +195,8 @@ static void test_tick_walk_survives_releases(void **state)
 	int last_of_batch = NCONNS - GW_TICK_BATCH, next = last_of_batch - 1;
 	int passed = NCONNS - 1 - 10, ahead = next - 40;
 	struct ticker t = { .now = f->t0 + (int64_t)f->cfg.ping_interval * 1000 + 1000 };
+	struct releaser rel;
+	pthread_t releaser;
 	int got[NCONNS] = { 0 };
 	int64_t deadline;
 	int before;
@@ -201,10 +217,14 @@ static void test_tick_walk_survives_releases(void **state)
 	} while (before < GW_TICK_BATCH - 1 && gw_now_mono() < deadline);
 	assert_int_equal(before, GW_TICK_BATCH - 1);
 
-	/* the walk is parked with the registry lock out */
-	release(f, next);
-	release(f, passed);
-	release(f, ahead);
+	/* the walk is parked with the registry lock out; the releases take the
+	 * registry lock, then conn locks: not from the thread holding one */
+	rel.f = f;
+	rel.idx[0] = next;
+	rel.idx[1] = passed;
+	rel.idx[2] = ahead;
+	assert_int_equal(pthread_create(&releaser, NULL, release_main, &rel), 0);
+	assert_int_equal(pthread_join(releaser, NULL), 0);
 	pthread_mutex_unlock(&f->c[last_of_batch]->lock);
 	assert_int_equal(pthread_join(t.thread, NULL), 0);
 
