@@ -55,12 +55,17 @@ settle() {
 	done
 }
 
-# Reads the server's peak RSS (MB, $hwm) and CPU time (s, $cpu), then
-# stops it (TERM, KILL after 10 s).
-stop_server() {
+# Reads the server's peak RSS (MB, $hwm) and CPU time (s, $cpu) so far.
+read_usage() {
 	hwm=$(awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$pid/status" 2>/dev/null)
 	cpu=$(awk -v hz="$hz" '{ sub(/.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' \
 		"/proc/$pid/stat" 2>/dev/null)
+}
+
+# Reads the server's peak RSS and CPU time (read_usage), then stops it
+# (TERM, KILL after 10 s).
+stop_server() {
+	read_usage
 	kill -TERM "$pid" 2>/dev/null
 	i=0
 	while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do
@@ -120,6 +125,7 @@ EOF
 bench_sc_of() {
 	case $1 in
 	tflood-h*|history-h*) echo tflood ;;
+	held-*) echo trate ;;
 	*) echo "$1" ;;
 	esac
 }
@@ -136,7 +142,7 @@ args_of() {
 		big) echo "--mods 4 --window 4 --size 1048576 --count 16" ;;
 		queue) echo "--mods 16 --channels 16 --window 32 --size 100 --count 2000" ;;
 		tflood|tflood-h*) echo "--mods 16 --channels 16 --window 32 --size 100 --count 3000" ;;
-		trate) echo "--mods 16 --rate 2000 --duration 1" ;;
+		trate|held-*) echo "--mods 16 --rate 2000 --duration 1" ;;
 		history-h*) echo "--mods 64 --channels 64 --window 32 --size 100 --count 12800" ;;
 		esac
 	else
@@ -149,23 +155,24 @@ args_of() {
 		big) echo "--mods 4 --window 4 --size 1048576 --duration 5" ;;
 		queue) echo "--mods 16 --channels 16 --window 32 --size 100 --count 50000" ;;
 		tflood|tflood-h*) echo "--mods 16 --channels 16 --window 32 --size 100 --duration 5" ;;
-		trate) echo "--mods 16 --rate 10000 --duration 5" ;;
+		trate|held-*) echo "--mods 16 --rate 10000 --duration 5" ;;
 		history-h*) echo "--mods 64 --channels 64 --window 32 --size 100 --count 128000" ;;
 		esac
 	fi
 }
 
-# Runs scenario $1 against the server, stops the server and adds a row to
-# ${runs_file:-$dir/runs}: key|$2|figure|ok|bench CPU|server CPU|CPU s|peak
-# RSS, where key is what the median is taken on and $2 names the row (the
-# scenario, or scenario|server). A failed run sets $failed and $bad.
+# Runs scenario $1 against the server, stops the server (unless $keep_gw is
+# set: then it runs on, and its CPU s and peak RSS are those so far) and adds
+# a row to ${runs_file:-$dir/runs}: key|$2|figure|ok|bench CPU|server CPU|CPU
+# s|peak RSS, where key is what the median is taken on and $2 names the row
+# (the scenario, or scenario|server). A failed run sets $failed and $bad.
 run_scenario() {
 	bsc=$(bench_sc_of "$1")
 	echo "+ ${tag}homestead-bench $bsc $(args_of "$1")${hist_note:+ ($hist_note)}"
 	# shellcheck disable=SC2046
 	line=$(timeout 180 "$bench" "$bsc" --port "$port" --pid "$pid" $(args_of "$1"))
 	rc=$?
-	stop_server
+	if [ -n "$keep_gw" ]; then read_usage; else stop_server; fi
 	echo "$line"
 	if [ $rc -ne 0 ]; then
 		failed=1
@@ -183,6 +190,7 @@ run_scenario() {
 	tflood) key=$(val rate); fig="$(val rate) msg/s, gw $(val gw_us_per_msg) us CPU/msg" ;;
 	tflood-h*) key=$(val rate); fig="$(val rate) msg/s, gw $(val gw_us_per_msg) us CPU/msg (history = ${1#tflood-h})" ;;
 	trate) key=$(val p99_us); fig="p50 $(val p50_us) us, p99 $(val p99_us) us, max $(val max_us) us at $(val achieved)/s, gw $(val gw_us_per_msg) us CPU/msg" ;;
+	held-*) key=$(val p99_us); fig="p50 $(val p50_us) us, p99 $(val p99_us) us, max $(val max_us) us at $(val achieved)/s, ${1#held-} held mods" ;;
 	history-h*) key=$(val gw_rss_mb); fig="RSS $(val gw_rss_mb) MB after $(val msgs) msgs (64 channels), history = ${1#history-h}" ;;
 	esac
 	ok=$(val delivered_ok)

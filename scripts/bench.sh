@@ -10,13 +10,18 @@
 # Environment:
 #   BENCH_QUICK=1         small counts (a few seconds in all), for a smoke run
 #   BENCH_ONLY="flood rate"   run only these scenarios, of: flood rate fanout
-#                         idle churn big queue tflood trate history
+#                         idle churn big queue tflood trate history held
 #                         (history: tflood on a gateway with history = 1000
 #                         and on one with 0, then the RSS a tflood of 64 mods
 #                         leaves with each, from which the bytes per 1,000
 #                         retained messages; on and off alternate within a
 #                         round, in turns, so drift in the machine's load
 #                         falls on both)
+#                         (held: trate on one gateway without and with
+#                         10,000 idle handshaken mods held open by a second
+#                         homestead-bench (idle --sample 0), in turns within
+#                         each round as history; then the median of the
+#                         rounds' p99 with / p99 without)
 #   BENCH_CHURN_SECS=N    churn duration (default 60; quick: 2)
 #   BENCH_RUNS=N          run each scenario N times, show the median run (by
 #                         msg/s, p99, deliveries/s, bring-up time, cycles/s, MB/s,
@@ -32,7 +37,7 @@ build=${1:-build}
 gw=$build/homestead-gateway
 bench=$build/homestead-bench
 quick=${BENCH_QUICK:-0}
-only=${BENCH_ONLY:-"flood rate fanout idle churn big queue tflood trate history"}
+only=${BENCH_ONLY:-"flood rate fanout idle churn big queue tflood trate history held"}
 
 for b in "$gw" "$bench"; do
 	[ -x "$b" ] || { echo "bench.sh: $b is missing: run make first" >&2; exit 2; }
@@ -40,7 +45,9 @@ done
 
 dir=$(mktemp -d /tmp/homestead-bench.XXXXXX) || exit 2
 pid=
+holder=
 cleanup() {
+	[ -n "$holder" ] && kill -KILL "$holder" 2>/dev/null
 	[ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null
 	[ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$dir"
 }
@@ -51,7 +58,7 @@ trap 'exit 130' INT TERM
 HOMESTEAD_KEY=bench-$(od -An -N8 -tx8 /dev/urandom | tr -d ' \n')
 export HOMESTEAD_KEY
 
-# idle holds 10,000 sockets in the bench and as many in the gateway.
+# idle and held hold 10,000 sockets in the bench and as many in the gateway.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -H -n)" 2>/dev/null
 nofile=$(ulimit -n)
 idle_mods=10000
@@ -59,7 +66,7 @@ if [ "$quick" = 1 ]; then
 	idle_mods=200
 elif [ "$nofile" != unlimited ] && [ "$nofile" -lt 10200 ]; then
 	idle_mods=$((nofile - 200))
-	echo "bench.sh: only $nofile file descriptors: idle holds $idle_mods mods" >&2
+	echo "bench.sh: only $nofile file descriptors: idle and held hold $idle_mods mods" >&2
 fi
 
 # pick_port, await_listen, write_gw_ini, args_of, run_scenario, add_median
@@ -85,6 +92,40 @@ start_gw() {
 	return 1
 }
 
+# held: a second homestead-bench holds $1 idle handshaken mods on the
+# gateway ($holder) until release_mods. 0 once all are up, 1 if not.
+hold_mods() {
+	"$bench" idle --port "$port" --mods "$1" --sample 0 --prefix "hbheld$$" -v \
+		>"$dir/held.out" 2>"$dir/held.err" &
+	holder=$!
+	i=0
+	while ! grep -q ' mods up, ' "$dir/held.err"; do
+		i=$((i + 1))
+		kill -0 "$holder" 2>/dev/null && [ $i -lt 1200 ] || return 1
+		sleep 0.05
+	done
+	grep -q ' mods up, 0 failed' "$dir/held.err"
+}
+
+# Ends the holder and waits (60 s at most) until the gateway has let go of
+# every connection: the next run starts on an empty gateway. 0, or 1 if the
+# holder did not hold them all.
+release_mods() {
+	kill -TERM "$holder" 2>/dev/null
+	wait "$holder"
+	hrc=$?
+	holder=
+	hex=$(printf '%04X' "$port")
+	i=0
+	while [ $i -lt 600 ] && awk -v p=":$hex" '$4 != "0A" && $4 != "06" &&
+		substr($2, length($2) - 4) == p { f = 1 } END { exit !f }' /proc/net/tcp; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	cat "$dir/held.out"
+	[ $hrc = 0 ]
+}
+
 # history's messages kept: 64 channels, each its last 1000 (quick: 200 each)
 hist_kept=64000
 [ "$quick" = 1 ] && hist_kept=12800
@@ -98,7 +139,7 @@ echo "homestead-bench: $(nproc) CPUs, $(uname -sr); quick=$quick runs=$runs;" \
 	"load average $(cut -d' ' -f1-3 /proc/loadavg)"
 : >"$dir/runs"
 : >"$dir/pairs"
-for row in tflood-h1000 tflood-h0 history-h1000 history-h0; do
+for row in tflood-h1000 tflood-h0 history-h1000 history-h0 held-0 "held-$idle_mods"; do
 	: >"$dir/runs-$row"
 done
 bad=
@@ -127,14 +168,41 @@ for sc in $only; do
 			done
 			runs_file= hist_note=
 			;;
+		held)   # without and with in turns, on one gateway with room for both
+			order="0 $idle_mods"
+			[ $((r % 2)) = 0 ] && order="$idle_mods 0"
+			start_gw $((idle_mods + 64)) || exit 1
+			keep_gw=1
+			for h in $order; do
+				runs_file=$dir/runs-held-$h
+				if [ "$h" != 0 ] && ! hold_mods "$h"; then
+					echo "bench.sh: the holder did not bring up $h mods" >&2
+					failed=1
+					bad="no (holder)"
+				fi
+				hist_note="with $h mods held by homestead-bench idle --mods $h --sample 0"
+				[ "$h" = 0 ] && hist_note="without held mods"
+				run_scenario "held-$h" "held-$h"
+				eval "p$h=\${key:-0}"
+				if [ "$h" != 0 ] && ! release_mods; then
+					failed=1
+					bad="no (holder)"
+				fi
+			done
+			keep_gw= runs_file= hist_note=
+			stop_server
+			eval "echo \"held \$p$idle_mods \$p0\"" >>"$dir/pairs"
+			;;
 		*)
 			start_gw "$maxc" "$db" || exit 1
 			run_scenario "$sc" "$sc"
 			;;
 		esac
 	done
-	if [ "$sc" = history ]; then
-		for row in tflood-h1000 tflood-h0 history-h1000 history-h0; do
+	if [ "$sc" = history ] || [ "$sc" = held ]; then
+		rows="tflood-h1000 tflood-h0 history-h1000 history-h0"
+		[ "$sc" = held ] && rows="held-0 held-$idle_mods"
+		for row in $rows; do
 			runs_file=$dir/runs-$row
 			add_median "$runs"
 		done
@@ -161,6 +229,10 @@ if [ -s "$dir/pairs" ]; then
 	drss=$(awk '$1 == "history" { print $2 - $3 }' "$dir/pairs" | median)
 	[ -n "$ratio" ] && printf 'history: tflood with history = 1000 / with 0: %.2fx the rate, %+.2f us CPU/msg (median of %d paired rounds)\n' \
 		"$ratio" "$dus" "$n"
+	n=$(awk '$1 == "held"' "$dir/pairs" | wc -l)
+	hratio=$(awk '$1 == "held" && $3 > 0 { print $2 / $3 }' "$dir/pairs" | median)
+	[ -n "$hratio" ] && printf 'held: trate p99 with %d held mods / without: %.2fx (median of %d paired rounds)\n' \
+		"$idle_mods" "$hratio" "$n"
 	[ -n "$drss" ] && awk -v d="$drss" -v n="$hist_kept" 'BEGIN {
 		printf "history: %.0f bytes of RSS per 1,000 retained messages (100-byte content, " \
 			"353-byte frames; RSS with history = 1000 - with 0, %d kept, median of rounds)\n",

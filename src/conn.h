@@ -118,6 +118,9 @@ struct gw_conn {
 	int pong_due;
 	struct gw_conn *next_free;   /* the I/O thread's graveyard (loop lock) */
 
+	/* registry_tick's (one thread) */
+	int64_t last_ping_ms;  /* monotonic: the tick's last ping */
+
 	/* any thread, atomic: liveness and the reason for closing */
 	int64_t last_seen_ms;  /* monotonic: last frame from the peer (session) */
 	uint64_t pongs;        /* pongs received: a bot probe waits for it to move */
@@ -133,7 +136,6 @@ struct gw_conn {
 	struct gw_conn *name_next;       /* registered mod: its bucket of reg.names */
 	struct gw_channel *channel;      /* registered mod: its channel */
 	int registered;
-	int64_t last_ping_ms;            /* monotonic: the tick's last ping */
 	uint64_t from_seq;               /* registered mod: first seq of its stream it was handed */
 };
 

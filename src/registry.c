@@ -25,6 +25,7 @@ static struct {
 	int pong_ready;              /* pong is initialized */
 	const struct gw_config *cfg;
 	struct gw_conn *conns;       /* every conn, newest first */
+	struct gw_conn *tick_next;   /* the next conn the tick visits (see registry_tick) */
 	unsigned nconns, nmods, nbots;
 	struct gw_conn *bot;         /* the registered bot, or NULL */
 	struct gw_conn **names;      /* registered mods by (channel, server_id): */
@@ -372,6 +373,8 @@ void registry_release(struct gw_conn *c)
 	registry_disconnect(c, &d);
 	defer_free(&d);
 	pthread_mutex_lock(&reg.lock);
+	if (reg.tick_next == c)
+		reg.tick_next = c->next;   /* the tick's walk goes on from the next one */
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -729,51 +732,84 @@ static void enforce_output_max(void)
 	}
 }
 
-void registry_tick(int64_t now)
+/* One conn's housekeeping, without the registry lock: it takes it only to
+ * act on what it found (a drop, a close), the rare case. The closes are
+ * under the lock so that, as every close the registry starts, they come
+ * before a message of c is routed or after its ack. */
+static void tick_conn(struct gw_conn *c, int64_t now)
 {
 	const struct gw_config *cfg = reg.cfg;
+	enum gw_conn_state st;
+	enum gw_housekeep hk;
 	char buf[96];
 	size_t n;
 
-	pthread_mutex_lock(&reg.lock);
-	for (struct gw_conn *c = reg.conns; c; c = c->next) {
-		enum gw_conn_state st;
-
-		switch (conn_housekeep(c, now, (int64_t)cfg->write_timeout * 1000, &st)) {
-		case GW_HK_WRITE_TIMEOUT:
+	hk = conn_housekeep(c, now, (int64_t)cfg->write_timeout * 1000, &st);
+	if (hk == GW_HK_WRITE_TIMEOUT || hk == GW_HK_OVER_LIMIT) {
+		pthread_mutex_lock(&reg.lock);
+		if (!conn_closing(c)) {   /* not replaced or gone meanwhile */
 			metrics_inc(GW_M_WRITE_TIMEOUTS);
-			drop_slow(c, "write timeout, dropping peer");
-			continue;
-		case GW_HK_OVER_LIMIT:
-			metrics_inc(GW_M_WRITE_TIMEOUTS);
-			drop_slow(c, "output over its limit, dropping peer");
-			continue;
-		case GW_HK_CLOSE_EXPIRED:
-			continue;
-		case GW_HK_NONE:
-			break;
+			drop_slow(c, hk == GW_HK_WRITE_TIMEOUT ? "write timeout, dropping peer"
+			                                       : "output over its limit, dropping peer");
 		}
-		if (st == GW_CONN_OPEN && now - c->created_ms >= (int64_t)cfg->handshake_timeout * 1000) {
-			log_event(GW_LOG_INFO, "handshake timeout", "remote", c->remote, NULL);
-			n = proto_error("Handshake timeout.", 408, NULL, buf, sizeof(buf));
-			conn_queue(c, GW_OP_TEXT, buf, n);
-			conn_set_why(c, "handshake timeout");
-			conn_close(c, GW_CLOSE_NORMAL, "Handshake timeout.", GW_CLOSE_GRACE_MS);
-		} else if (st == GW_CONN_READY) {
-			int64_t seen = __atomic_load_n(&c->last_seen_ms, __ATOMIC_ACQUIRE);
+		pthread_mutex_unlock(&reg.lock);
+		return;
+	}
+	if (hk == GW_HK_CLOSE_EXPIRED)
+		return;
+	if (st == GW_CONN_OPEN && now - c->created_ms >= (int64_t)cfg->handshake_timeout * 1000) {
+		log_event(GW_LOG_INFO, "handshake timeout", "remote", c->remote, NULL);
+		n = proto_error("Handshake timeout.", 408, NULL, buf, sizeof(buf));
+		pthread_mutex_lock(&reg.lock);
+		conn_queue(c, GW_OP_TEXT, buf, n);
+		conn_set_why(c, "handshake timeout");
+		conn_close(c, GW_CLOSE_NORMAL, "Handshake timeout.", GW_CLOSE_GRACE_MS);
+		pthread_mutex_unlock(&reg.lock);
+	} else if (st == GW_CONN_READY) {
+		int64_t seen = __atomic_load_n(&c->last_seen_ms, __ATOMIC_ACQUIRE);
 
-			if (now - seen >= (int64_t)cfg->read_timeout * 1000) {
-				log_event(GW_LOG_INFO, "read timeout, dropping peer", "remote", c->remote,
-				          "role", proto_role_name(c->hs.role), NULL);
-				conn_set_why(c, "read timeout");
-				metrics_inc(GW_M_READ_TIMEOUTS);
-				conn_close(c, GW_CLOSE_READ_TIMEOUT, "Read timeout.", GW_CLOSE_GRACE_MS);
-			} else if (now - c->last_ping_ms >= (int64_t)cfg->ping_interval * 1000) {
-				c->last_ping_ms = now;
-				conn_send(c, GW_OP_PING, NULL, 0);
-			}
+		if (now - seen >= (int64_t)cfg->read_timeout * 1000) {
+			log_event(GW_LOG_INFO, "read timeout, dropping peer", "remote", c->remote,
+			          "role", proto_role_name(c->hs.role), NULL);
+			pthread_mutex_lock(&reg.lock);
+			conn_set_why(c, "read timeout");
+			metrics_inc(GW_M_READ_TIMEOUTS);
+			conn_close(c, GW_CLOSE_READ_TIMEOUT, "Read timeout.", GW_CLOSE_GRACE_MS);
+			pthread_mutex_unlock(&reg.lock);
+		} else if (now - c->last_ping_ms >= (int64_t)cfg->ping_interval * 1000) {
+			c->last_ping_ms = now;
+			conn_send(c, GW_OP_PING, NULL, 0);
 		}
 	}
+}
+
+/* The walk holds the registry lock only to take the next GW_TICK_BATCH
+ * conns (a reference each) and move reg.tick_next past them: with 10,000
+ * idle mods, a walk under the lock held every message's routing for
+ * milliseconds four times a second. A conn released meanwhile moves
+ * tick_next on (registry_release), so every conn listed when the walk began
+ * and still listed is visited once; one added meanwhile (at the head) waits
+ * for the next tick. */
+void registry_tick(int64_t now)
+{
+	struct gw_conn *batch[GW_TICK_BATCH];
+	int n;
+
+	pthread_mutex_lock(&reg.lock);
+	reg.tick_next = reg.conns;
+	do {
+		for (n = 0; n < GW_TICK_BATCH && reg.tick_next; n++) {
+			batch[n] = reg.tick_next;
+			conn_ref(batch[n]);
+			reg.tick_next = reg.tick_next->next;
+		}
+		pthread_mutex_unlock(&reg.lock);
+		for (int i = 0; i < n; i++) {
+			tick_conn(batch[i], now);
+			conn_unref(batch[i]);
+		}
+		pthread_mutex_lock(&reg.lock);
+	} while (n == GW_TICK_BATCH);
 	enforce_output_max();
 	pthread_mutex_unlock(&reg.lock);
 	store_probe();   /* a faulty store recovers without waiting for a message */

@@ -70,7 +70,14 @@ void registry_delivered(struct gw_msg **msgs, size_t n);
 /* A pong arrived on c (wakes a bot probe waiting on it). */
 void registry_pong(struct gw_conn *c);
 
-/* Periodic: pings, read and handshake timeouts, write stalls. */
+/* The tick visits the conns this many at a time, with the registry lock
+ * released in between. */
+#define GW_TICK_BATCH 256
+
+/* Periodic: pings, read and handshake timeouts, write stalls, the output
+ * cap. Each conn present for the whole call is visited once; the registry
+ * lock is held only briefly, never across the walk. Call from one thread
+ * (the I/O thread). */
 void registry_tick(int64_t now_mono);
 
 /* Closes with 1008 "Key revoked." every websocket opened with a key of a

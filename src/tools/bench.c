@@ -103,7 +103,8 @@ static const char usage[] =
 	"  --duration S       seconds of sending (5; churn 10)\n"
 	"  --rate R           rate, trate: messages/s offered (14000; trate 10000)\n"
 	"  --drain S          seconds to wait for the last acks/deliveries (10; queue: per phase)\n"
-	"  --sample S         idle: seconds of gateway sampling once all are up (5)\n"
+	"  --sample S         idle: seconds of gateway sampling once all are up (5; 0: hold\n"
+	"                     them until SIGINT or SIGTERM, then report)\n"
 	"  --concurrency C    connects in flight (256; churn 16)\n"
 	"  --pid PID          the gateway's pid, to report its CPU, RSS and threads\n"
 	"  --prefix P         msg_id/server_id prefix (default hb<pid>)\n"
@@ -440,6 +441,10 @@ static int loop_run(void)
 	int n, i, rc;
 
 	while (B.phase != PH_DONE) {
+		if (stop_signal && B.phase == PH_SAMPLE && B.o.sample == 0) {
+			usage_end();   /* the end of an idle hold asked for (--sample 0) */
+			break;
+		}
 		if (stop_signal) {
 			error_once("stopped by signal %d", (int)stop_signal);
 			usage_end();

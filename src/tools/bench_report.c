@@ -208,7 +208,8 @@ int report_conns(void)
 		ok = B.ready == B.o.mods && B.failed == 0 && !B.lost_peers;
 		printf("scenario=idle mods=%d up=%d failed=%d up_secs=%.3f connect_rate=%.0f "
 		       "held_secs=%.1f all_up=%s%s\n",
-		       B.o.mods, B.ready, B.failed, secs, secs > 0 ? B.ready / secs : 0, B.o.sample,
+		       B.o.mods, B.ready, B.failed, secs, secs > 0 ? B.ready / secs : 0,
+		       B.ru_t0 ? (double)(B.ru_t1 - B.ru_t0) / 1e9 : 0.0,
 		       ok ? "yes" : "no", use);
 		return ok ? 0 : EXIT_FAILED;
 	}

@@ -455,7 +455,7 @@ void tick(int64_t now)
 		}
 		break;
 	case PH_SAMPLE:
-		if (now >= B.phase_deadline) {
+		if (B.o.sample > 0 && now >= B.phase_deadline) {
 			usage_end();
 			B.phase = PH_DONE;
 		}
