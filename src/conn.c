@@ -545,6 +545,16 @@ int conn_closing(struct gw_conn *c)
 	return closing;
 }
 
+int conn_handshaking(struct gw_conn *c)
+{
+	int open;
+
+	pthread_mutex_lock(&c->lock);
+	open = c->state == GW_CONN_OPEN;
+	pthread_mutex_unlock(&c->lock);
+	return open;
+}
+
 int conn_make_ready(struct gw_conn *c)
 {
 	int rc = -1;

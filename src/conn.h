@@ -200,6 +200,8 @@ void conn_flush(struct gw_conn *c);
 
 /* 1 if c is closing or gone: it takes no more frames. */
 int conn_closing(struct gw_conn *c);
+/* 1 while c is upgraded but not handshaken (GW_CONN_OPEN). Thread-safe. */
+int conn_handshaking(struct gw_conn *c);
 
 /* The handshake is done: OPEN becomes READY. Returns 0, or -1 if c is no
  * longer open (its peer went away meanwhile). */

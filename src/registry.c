@@ -758,12 +758,14 @@ static void tick_conn(struct gw_conn *c, int64_t now)
 	if (hk == GW_HK_CLOSE_EXPIRED)
 		return;
 	if (st == GW_CONN_OPEN && now - c->created_ms >= (int64_t)cfg->handshake_timeout * 1000) {
-		log_event(GW_LOG_INFO, "handshake timeout", "remote", c->remote, NULL);
 		n = proto_error("Handshake timeout.", 408, NULL, buf, sizeof(buf));
 		pthread_mutex_lock(&reg.lock);
-		conn_queue(c, GW_OP_TEXT, buf, n);
-		conn_set_why(c, "handshake timeout");
-		conn_close(c, GW_CLOSE_NORMAL, "Handshake timeout.", GW_CLOSE_GRACE_MS);
+		if (conn_handshaking(c)) {   /* not joined meanwhile (under this lock) */
+			log_event(GW_LOG_INFO, "handshake timeout", "remote", c->remote, NULL);
+			conn_queue(c, GW_OP_TEXT, buf, n);
+			conn_set_why(c, "handshake timeout");
+			conn_close(c, GW_CLOSE_NORMAL, "Handshake timeout.", GW_CLOSE_GRACE_MS);
+		}
 		pthread_mutex_unlock(&reg.lock);
 	} else if (st == GW_CONN_READY) {
 		int64_t seen = __atomic_load_n(&c->last_seen_ms, __ATOMIC_ACQUIRE);
