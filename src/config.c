@@ -526,6 +526,7 @@ void config_defaults(struct gw_config *cfg, const char *base_dir)
 	cfg->request_timeout = 10;
 	cfg->max_per_ip = 256;
 	cfg->output_bytes_max = 256 * GW_MB;
+	cfg->worker_idle_ms = 60000;
 	cfg->store_sync = GW_SYNC_NORMAL;
 	cfg->log_level = GW_LOG_INFO;
 	cfg->log_rotation = 3;
@@ -640,6 +641,7 @@ out:
 int config_finish(struct gw_config *cfg, char *err, size_t errlen)
 {
 	const char *env = getenv("GATEWAY_API_KEY");
+	const char *idle = getenv("GATEWAY_WORKER_IDLE_MS");
 	const char *src = cfg->source[0] ? cfg->source : "built-in defaults";
 
 	if (env) {
@@ -654,6 +656,19 @@ int config_finish(struct gw_config *cfg, char *err, size_t errlen)
 			return -1;
 		}
 		snprintf(cfg->api_key, sizeof(cfg->api_key), "%s", env);
+	}
+	if (idle) {
+		char *end;
+		long ms;
+
+		errno = 0;
+		ms = strtol(idle, &end, 10);
+		if (errno || end == idle || *end || ms < 100 || ms > 86400000) {
+			snprintf(err, errlen, "GATEWAY_WORKER_IDLE_MS: '%.32s' is not a "
+				 "whole number of ms (accepted: 100 to 86400000)", idle);
+			return -1;
+		}
+		cfg->worker_idle_ms = (int)ms;
 	}
 	if (!cfg->api_key[0]) {
 		snprintf(err, errlen, "api_key is empty: set a key in [gateway] "

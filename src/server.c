@@ -5,11 +5,17 @@
  * (registry_conn_new) and gets a session (session.c), or a real HTTP 401 /
  * 503 before any upgrade. From the upgrade on the session serves the peer;
  * connection_close frees it, which releases the slot.
+ *
+ * CivetWeb's workers start on demand (patch 0016): prespawn_threads at
+ * start, one more when a request finds none idle, up to one per allowed
+ * websocket; those not needed for GATEWAY_WORKER_IDLE_MS end again.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "civetweb.h"
@@ -235,9 +241,57 @@ static void copy_keys(const struct gw_config *cfg)
 	pthread_mutex_unlock(&srv.keys_lock);
 }
 
+/* Threads besides CivetWeb's workers: main, the I/O loop (conn.c) and
+ * CivetWeb's master. */
+#define GW_OWN_THREADS 3
+
+/* What a /proc/sys file holds as a number, or -1. */
+static long proc_long(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	long v = -1;
+
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+/* The kernel bounds threads as well as num_threads does: a websocket that
+ * needs a worker past its limits would wait for one. Says so in one line
+ * at start-up; need counts the workers and the gateway's own threads. */
+static void check_thread_limits(unsigned need)
+{
+	long threads_max = proc_long("/proc/sys/kernel/threads-max");
+	long pid_max = proc_long("/proc/sys/kernel/pid_max");
+	long maps = proc_long("/proc/sys/vm/max_map_count");
+	long nproc = -1;   /* -1: unlimited or unknown */
+	struct rlimit rl;
+	char s_need[24], s_tm[24], s_pm[24], s_np[24], s_mm[24];
+
+	if (getrlimit(RLIMIT_NPROC, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+		nproc = rl.rlim_cur > (rlim_t)LONG_MAX ? LONG_MAX : (long)rl.rlim_cur;
+	/* every thread stack is two mappings (the stack and its guard page) */
+	if ((threads_max < 0 || threads_max >= (long)need) &&
+	    (pid_max < 0 || pid_max >= (long)need) && (nproc < 0 || nproc >= (long)need) &&
+	    (maps < 0 || maps / 2 >= (long)need))
+		return;
+	snprintf(s_need, sizeof(s_need), "%u", need);
+	snprintf(s_tm, sizeof(s_tm), "%ld", threads_max);
+	snprintf(s_pm, sizeof(s_pm), "%ld", pid_max);
+	snprintf(s_np, sizeof(s_np), "%ld", nproc);
+	snprintf(s_mm, sizeof(s_mm), "%ld", maps);
+	log_event(GW_LOG_WARN, "kernel thread limits are below what max_connections needs: "
+	          "raise them or lower max_connections", "threads_needed", s_need,
+	          "threads_max", s_tm, "pid_max", s_pm, "rlimit_nproc", nproc < 0 ? "unlimited" : s_np,
+	          "max_map_count", s_mm, NULL);
+}
+
 int server_start(const struct gw_config *cfg, char *err, size_t errlen)
 {
-	char ports[96], threads[16], req_timeout[16], per_ip[16], frame[24];
+	char ports[96], threads[16], req_timeout[16], per_ip[16], frame[24], idle[16];
 	struct mg_callbacks cb;
 	struct mg_server_port sp[4];
 	struct mg_init_data init;
@@ -253,8 +307,12 @@ int server_start(const struct gw_config *cfg, char *err, size_t errlen)
 		snprintf(ports, sizeof(ports), "[%s]:%d", cfg->listen, cfg->http_port);
 	else
 		snprintf(ports, sizeof(ports), "%s:%d", cfg->listen, cfg->http_port);
-	/* one worker per websocket, plus room for /health and /metrics */
+	/* one worker per websocket, plus room for /health and /metrics; they
+	 * start when needed and end when not (patch 0016), so a large
+	 * max_connections costs nothing until it is used */
 	snprintf(threads, sizeof(threads), "%u", cfg->max_connections + 8);
+	snprintf(idle, sizeof(idle), "%d", cfg->worker_idle_ms);
+	check_thread_limits(cfg->max_connections + 8 + GW_OWN_THREADS);
 	/* CivetWeb's master thread closes a socket whose request head is not
 	 * complete within request_timeout_ms, before any worker sees it; the
 	 * same bound applies to its blocking writes of HTTP answers */
@@ -263,6 +321,8 @@ int server_start(const struct gw_config *cfg, char *err, size_t errlen)
 	snprintf(frame, sizeof(frame), "%zu", cfg->body_size);
 	opts[i++] = "listening_ports";          opts[i++] = ports;
 	opts[i++] = "num_threads";              opts[i++] = threads;
+	opts[i++] = "prespawn_threads";         opts[i++] = "4";
+	opts[i++] = "worker_idle_ms";           opts[i++] = idle;
 	opts[i++] = "tcp_nodelay";              opts[i++] = "1";
 	opts[i++] = "request_timeout_ms";       opts[i++] = req_timeout;
 	opts[i++] = "websocket_timeout_ms";     opts[i++] = "60000";
