@@ -32,7 +32,7 @@
 # Columns: bench = homestead-bench's own CPU (% of one core) while measuring;
 # gw CPU = the gateway's CPU (% of one core) over the same span; gw CPU s and
 # gw peak RSS = the gateway's utime+stime and VmHWM over its whole life
-# (start-up included: CivetWeb starts max_connections worker threads).
+# (start-up included; CivetWeb starts its worker threads on demand).
 build=${1:-build}
 gw=$build/homestead-gateway
 bench=$build/homestead-bench
@@ -73,8 +73,8 @@ fi
 . "$(dirname "$0")/bench-lib.sh"
 
 # Starts the gateway on a free port with max_connections $1: sets $pid and
-# $port. (CivetWeb starts one worker per allowed connection, so each
-# scenario allows what it needs: idle exactly its mods, the others 256.)
+# $port. (Each scenario allows what it needs: idle exactly its mods, the
+# others 256; CivetWeb starts a worker per connection as they come.)
 # With $2, queues go to the SQLite file $2 (a fresh one), up to 1 GB;
 # without, they stay in memory. $3: its history, if not the default.
 start_gw() {
