@@ -5,13 +5,15 @@
  * connections over max_connections, garbage after an upgrade, bad close
  * frames and malformed handshakes. After each case the gateway must still
  * route a mod's message to the bot; at the end, once every connection is
- * gone, its thread and fd counts must be back to where they were after
- * start-up and its RSS near that baseline.
+ * gone, its thread and fd counts must be back to (at most) where they were
+ * after start-up and its RSS near that baseline.
  *
  * One gateway serves every test in the group (the point is that hostile
  * input piles up in one process). Its config: max_connections = 16 (so
- * CivetWeb runs 16 + 8 = 24 workers), read_timeout = 2 s, request_timeout =
- * 2 s (CivetWeb's request_timeout_ms), ping_interval = 1, handshake_timeout = 2.
+ * CivetWeb runs up to 16 + 8 = 24 workers, started on demand and ended
+ * after GATEWAY_WORKER_IDLE_MS = 500 without a need for them), read_timeout
+ * = 2 s, request_timeout = 2 s (CivetWeb's request_timeout_ms),
+ * ping_interval = 1, handshake_timeout = 2.
  * Every wait in here is bounded; the whole file runs in ~15 s.
  * HOSTILE_DEBUG=1 prints the gateway's RSS, threads and fds after each case.
  */
@@ -387,8 +389,14 @@ static uint64_t rng_next(void)
 
 static int group_up(void **state)
 {
+	int rc;
+
 	(void)state;
-	if (gw_start(&gw, config) != 0)
+	/* idle workers end soon: the thread count comes back within the test */
+	setenv("GATEWAY_WORKER_IDLE_MS", "500", 1);
+	rc = gw_start(&gw, config);
+	unsetenv("GATEWAY_WORKER_IDLE_MS");
+	if (rc != 0)
 		return -1;
 	slack = gw_slack(&gw);
 	/* Warm up what normal traffic allocates once, then take the baseline
@@ -1276,7 +1284,9 @@ static void test_still_routes_and_nothing_leaked(void **state)
 	usage_settle(&now);
 	print_message("after: rss %ld kB (baseline %ld), %ld threads (%ld), %ld fds (%ld)\n",
 	              now.rss_kb, base.rss_kb, now.threads, base.threads, now.fds, base.fds);
-	assert_int_equal(now.threads, base.threads);
+	/* workers start on demand and end when idle: fewer than at the
+	 * baseline is fine, more would be a thread that never ends */
+	assert_true(now.threads <= base.threads);
 	assert_true(now.fds <= base.fds);
 	/* Freed is not enough: with glibc's dynamic mmap threshold, the 2 MB
 	 * buffers of the over-body_size test stay in per-thread arenas (RSS
