@@ -8,7 +8,7 @@
  *
  * CivetWeb's workers start on demand (patch 0016): prespawn_threads at
  * start, one more when a request finds none idle, up to one per allowed
- * websocket; those not needed for GATEWAY_WORKER_IDLE_MS end again.
+ * websocket; those not needed for worker_idle seconds end again.
  */
 #include <limits.h>
 #include <stdio.h>
@@ -241,9 +241,9 @@ static void copy_keys(const struct gw_config *cfg)
 	pthread_mutex_unlock(&srv.keys_lock);
 }
 
-/* Threads besides CivetWeb's workers: main, the I/O loop (conn.c) and
- * CivetWeb's master. */
-#define GW_OWN_THREADS 3
+/* Threads besides CivetWeb's workers: main, the I/O loop (conn.c),
+ * CivetWeb's master and its spawner (patch 0016). */
+#define GW_OWN_THREADS 4
 
 /* What a /proc/sys file holds as a number, or -1. */
 static long proc_long(const char *path)
@@ -311,7 +311,7 @@ int server_start(const struct gw_config *cfg, char *err, size_t errlen)
 	 * start when needed and end when not (patch 0016), so a large
 	 * max_connections costs nothing until it is used */
 	snprintf(threads, sizeof(threads), "%u", cfg->max_connections + 8);
-	snprintf(idle, sizeof(idle), "%d", cfg->worker_idle_ms);
+	snprintf(idle, sizeof(idle), "%d", cfg->worker_idle * 1000);
 	check_thread_limits(cfg->max_connections + 8 + GW_OWN_THREADS);
 	/* CivetWeb's master thread closes a socket whose request head is not
 	 * complete within request_timeout_ms, before any worker sees it; the

@@ -8,7 +8,7 @@
  *   without a sanitizer), and it runs a handful of threads.
  * - the thread count follows the open websockets: small at start, one
  *   worker more per websocket, and back down once they closed and
- *   GATEWAY_WORKER_IDLE_MS (500 ms here) passed without a need for them.
+ *   worker_idle (1 s here) passed without a need for them.
  * - a churn burst (500 connect + handshake + close, 100 at a time) leaves
  *   threads and RSS back near where they started.
  * Figures are printed either way.
@@ -29,8 +29,7 @@
 
 #include "itutil.h"
 
-#define IDLE_MS     "500"   /* GATEWAY_WORKER_IDLE_MS for these tests */
-#define OWN_THREADS 3       /* main, the I/O loop, CivetWeb's master */
+#define OWN_THREADS 4       /* main, the I/O loop, CivetWeb's master and spawner */
 #define PRESPAWN    4       /* server.c's prespawn_threads */
 
 /* A number from /proc/PID/status ("Threads:", "VmRSS:"), or -1. */
@@ -221,18 +220,6 @@ static void close_mods(struct ws **ws, int n)
 	}
 }
 
-static int setup_idle(void **state)
-{
-	(void)state;
-	return setenv("GATEWAY_WORKER_IDLE_MS", IDLE_MS, 1);
-}
-
-static int teardown_idle(void **state)
-{
-	(void)state;
-	return unsetenv("GATEWAY_WORKER_IDLE_MS");
-}
-
 static void test_threads_follow_websockets(void **state)
 {
 	enum { N = 50 };
@@ -242,7 +229,7 @@ static void test_threads_follow_websockets(void **state)
 	int slack;
 
 	(void)state;
-	assert_int_equal(gw_start(&gw, "[gateway]\nmax_connections = 1000\n"), 0);
+	assert_int_equal(gw_start(&gw, "[gateway]\nmax_connections = 1000\nworker_idle = 1\n"), 0);
 	slack = gw_slack(&gw);
 	start = threads_of(gw.pid);
 	open_mods(&gw, ws, N, "follow");
@@ -278,7 +265,7 @@ static void test_churn_comes_back(void **state)
 	int slack;
 
 	(void)state;
-	assert_int_equal(gw_start(&gw, "[gateway]\nmax_connections = 1000\n"), 0);
+	assert_int_equal(gw_start(&gw, "[gateway]\nmax_connections = 1000\nworker_idle = 1\n"), 0);
 	slack = gw_slack(&gw);
 	/* one round first, so that what is allocated once (arenas, tables) is
 	 * in the baseline */
@@ -303,7 +290,7 @@ static void test_churn_comes_back(void **state)
 	print_message("churn: %d connect+handshake+close in %lld ms\n", ROUNDS * BATCH,
 	              (long long)(now_ms() - t0));
 	after = threads_down_to(gw.pid, start + 1, 5000 * slack);
-	sleep_ms(600);   /* the master joins what ended on its next round */
+	sleep_ms(600);   /* the spawner joins what ended: their stacks are freed */
 	rss1 = gw_rss_kb(&gw);
 	print_message("churn: threads %ld -> peak %ld -> %ld, RSS %ld -> peak %ld -> %ld kB\n",
 	              start, peak, after, rss0, rss_peak, rss1);
@@ -319,9 +306,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_start_100k),
-		cmocka_unit_test_setup_teardown(test_threads_follow_websockets, setup_idle,
-		                                teardown_idle),
-		cmocka_unit_test_setup_teardown(test_churn_comes_back, setup_idle, teardown_idle),
+		cmocka_unit_test(test_threads_follow_websockets),
+		cmocka_unit_test(test_churn_comes_back),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
