@@ -104,6 +104,7 @@ static const struct key_spec keys[] = {
 	{ "gateway", "max_per_ip", K_UINT, 1, 100000, OFF(max_per_ip), "1..100000" },
 	{ "gateway", "output_bytes_max", K_MB, 1, 1024, OFF(output_bytes_max),
 	  "1..1024 MB" },
+	{ "gateway", "worker_idle", K_INT, 1, 86400, OFF(worker_idle), "1..86400 seconds" },
 	{ "store", "path", K_PATH, 0, 0, OFF(store_path),
 	  "a file path, relative to this file's folder; empty = memory only" },
 	{ "store", "sync", K_SYNC, 0, 0, OFF(store_sync), "off, normal, full" },
@@ -526,7 +527,7 @@ void config_defaults(struct gw_config *cfg, const char *base_dir)
 	cfg->request_timeout = 10;
 	cfg->max_per_ip = 256;
 	cfg->output_bytes_max = 256 * GW_MB;
-	cfg->worker_idle_ms = 60000;
+	cfg->worker_idle = 60;
 	cfg->store_sync = GW_SYNC_NORMAL;
 	cfg->log_level = GW_LOG_INFO;
 	cfg->log_rotation = 3;
@@ -641,7 +642,6 @@ out:
 int config_finish(struct gw_config *cfg, char *err, size_t errlen)
 {
 	const char *env = getenv("GATEWAY_API_KEY");
-	const char *idle = getenv("GATEWAY_WORKER_IDLE_MS");
 	const char *src = cfg->source[0] ? cfg->source : "built-in defaults";
 
 	if (env) {
@@ -656,19 +656,6 @@ int config_finish(struct gw_config *cfg, char *err, size_t errlen)
 			return -1;
 		}
 		snprintf(cfg->api_key, sizeof(cfg->api_key), "%s", env);
-	}
-	if (idle) {
-		char *end;
-		long ms;
-
-		errno = 0;
-		ms = strtol(idle, &end, 10);
-		if (errno || end == idle || *end || ms < 100 || ms > 86400000) {
-			snprintf(err, errlen, "GATEWAY_WORKER_IDLE_MS: '%.32s' is not a "
-				 "whole number of ms (accepted: 100 to 86400000)", idle);
-			return -1;
-		}
-		cfg->worker_idle_ms = (int)ms;
 	}
 	if (!cfg->api_key[0]) {
 		snprintf(err, errlen, "api_key is empty: set a key in [gateway] "

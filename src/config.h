@@ -40,8 +40,7 @@ struct gw_config {
 	int request_timeout;             /* seconds for a whole HTTP request head */
 	unsigned max_per_ip;             /* sockets at once from one address */
 	size_t output_bytes_max;         /* bytes (configured in MB) unsent over all peers */
-	/* not in the file: GATEWAY_WORKER_IDLE_MS (tests use a short one) */
-	int worker_idle_ms;              /* a CivetWeb worker not needed this long ends */
+	int worker_idle;                 /* seconds: a CivetWeb worker not needed this long ends */
 	/* [store] */
 	char store_path[PATH_MAX];       /* absolute, or "" = memory only */
 	enum gw_sync store_sync;

@@ -77,13 +77,13 @@ static void print_config(const struct gw_config *c)
 	       "max_connections = %u\nhandshake_timeout = %d\nping_interval = %d\n"
 	       "read_timeout = %d\nwrite_timeout = %d\nbot_probe_timeout = %d\n"
 	       "dedup_window = %u\nrate_limit = %u\nhistory = %u\nhistory_bytes_max = %zu\n"
-	       "request_timeout = %d\nmax_per_ip = %u\noutput_bytes_max = %zu\n",
+	       "request_timeout = %d\nmax_per_ip = %u\noutput_bytes_max = %zu\nworker_idle = %d\n",
 	       c->listen, c->http_port, c->mod_key[0] ? "(set)" : "", c->bot_key[0] ? "(set)" : "",
 	       c->body_size / GW_MB, c->queue_max, c->queue_bytes_max / GW_MB, c->max_connections,
 	       c->handshake_timeout, c->ping_interval, c->read_timeout, c->write_timeout,
 	       c->bot_probe_timeout, c->dedup_window, c->rate_limit, c->history,
 	       c->history_bytes_max / GW_MB, c->request_timeout, c->max_per_ip,
-	       c->output_bytes_max / GW_MB);
+	       c->output_bytes_max / GW_MB, c->worker_idle);
 	printf("[store]\npath = %s\nsync = %s\n[log]\nlevel = %s\ndirectory = %s\nrotation = %d\n",
 	       c->store_path, config_sync_name(c->store_sync), config_level_name(c->log_level),
 	       c->log_dir, c->log_rotation);

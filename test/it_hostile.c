@@ -11,7 +11,7 @@
  * One gateway serves every test in the group (the point is that hostile
  * input piles up in one process). Its config: max_connections = 16 (so
  * CivetWeb runs up to 16 + 8 = 24 workers, started on demand and ended
- * after GATEWAY_WORKER_IDLE_MS = 500 without a need for them), read_timeout
+ * after worker_idle = 1 s without a need for them), read_timeout
  * = 2 s, request_timeout = 2 s (CivetWeb's request_timeout_ms),
  * ping_interval = 1, handshake_timeout = 2.
  * Every wait in here is bounded; the whole file runs in ~15 s.
@@ -54,7 +54,8 @@ static const char config[] =
 	"read_timeout = 2\n"
 	"request_timeout = 2\n"
 	"ping_interval = 1\n"
-	"handshake_timeout = 2\n";
+	"handshake_timeout = 2\n"
+	"worker_idle = 1\n";
 
 struct usage {
 	long rss_kb;
@@ -392,10 +393,7 @@ static int group_up(void **state)
 	int rc;
 
 	(void)state;
-	/* idle workers end soon: the thread count comes back within the test */
-	setenv("GATEWAY_WORKER_IDLE_MS", "500", 1);
-	rc = gw_start(&gw, config);
-	unsetenv("GATEWAY_WORKER_IDLE_MS");
+	rc = gw_start(&gw, config);   /* worker_idle = 1: threads come back within the test */
 	if (rc != 0)
 		return -1;
 	slack = gw_slack(&gw);

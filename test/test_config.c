@@ -117,6 +117,7 @@ static void assert_config_equal(const struct gw_config *a,
 	assert_int_equal(a->request_timeout, b->request_timeout);
 	assert_int_equal(a->max_per_ip, b->max_per_ip);
 	assert_int_equal(a->output_bytes_max, b->output_bytes_max);
+	assert_int_equal(a->worker_idle, b->worker_idle);
 	assert_string_equal(a->store_path, b->store_path);
 	assert_int_equal(a->store_sync, b->store_sync);
 	assert_int_equal(a->log_level, b->log_level);
@@ -192,6 +193,7 @@ static void test_defaults(void **state)
 	assert_int_equal(c.request_timeout, 10);
 	assert_int_equal(c.max_per_ip, 256);
 	assert_int_equal(c.output_bytes_max, 256 * GW_MB);
+	assert_int_equal(c.worker_idle, 60);
 	assert_string_equal(c.store_path, "/opt/gw/data/gateway.db");
 	assert_int_equal(c.store_sync, GW_SYNC_NORMAL);
 	assert_int_equal(c.log_level, GW_LOG_INFO);
@@ -320,6 +322,8 @@ static const struct valid_case valid_cases[] = {
 	{ GW("max_per_ip = 100000"), OF(max_per_ip), F_UINT, 100000 },
 	{ GW("output_bytes_max = 1"), OF(output_bytes_max), F_SIZE, 1048576 },
 	{ GW("output_bytes_max = 1024"), OF(output_bytes_max), F_SIZE, 1024ULL * 1048576 },
+	{ GW("worker_idle = 1"), OF(worker_idle), F_INT, 1 },
+	{ GW("worker_idle = 86400"), OF(worker_idle), F_INT, 86400 },
 	{ "[log]\nrotation = 1\n", OF(log_rotation), F_INT, 1 },
 	{ "[log]\nrotation = 3650\n", OF(log_rotation), F_INT, 3650 },
 };
@@ -452,6 +456,8 @@ static const struct bad_case bad_cases[] = {
 	  "2: key 'ping_interval' in [gateway]: '86401' is out of range " SECS },
 	{ GW("write_timeout = 0"),
 	  "2: key 'write_timeout' in [gateway]: '0' is out of range " SECS },
+	{ GW("worker_idle = 0"),
+	  "2: key 'worker_idle' in [gateway]: '0' is out of range " SECS },
 	{ GW("bot_probe_timeout = x"),
 	  "2: key 'bot_probe_timeout' in [gateway]: 'x' is not a whole number "
 	  SECS },
@@ -578,7 +584,7 @@ static const struct bad_case bad_cases[] = {
 	  "queue_bytes_max, max_connections, handshake_timeout, ping_interval, "
 	  "read_timeout, write_timeout, bot_probe_timeout, dedup_window, "
 	  "rate_limit, history, history_bytes_max, request_timeout, max_per_ip, "
-	  "output_bytes_max)" },
+	  "output_bytes_max, worker_idle)" },
 	{ "[store]\nlevel = info\n",
 	  "2: unknown key 'level' in [store] (accepted: path, sync)" },
 	{ "[log]\nHttp_Port = 1\n",
@@ -672,7 +678,7 @@ static void test_unknown_key_file(void **state)
 		"queue_bytes_max, max_connections, handshake_timeout, "
 		"ping_interval, read_timeout, write_timeout, bot_probe_timeout, "
 		"dedup_window, rate_limit, history, history_bytes_max, "
-		"request_timeout, max_per_ip, output_bytes_max)");
+		"request_timeout, max_per_ip, output_bytes_max, worker_idle)");
 }
 
 /* Refused even though the section has no keys. */
