@@ -130,6 +130,9 @@ struct gw_conn {
 	/* registry.c, under the registry lock: links and registration */
 	struct gw_conn *prev, *next;     /* all conns */
 	struct gw_conn *chan_next;       /* mods of one channel */
+	uint64_t server_hash;            /* registered mod: of hs.server_id, for the join's
+	                                  * scan of its channel (beside chan_next: one
+	                                  * cache line a mod) */
 	struct gw_channel *channel;      /* registered mod: its channel */
 	int registered;
 	int64_t last_ping_ms;            /* monotonic: the tick's last ping */

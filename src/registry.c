@@ -354,6 +354,17 @@ static void reply_connected(struct gw_conn *c, int resumed, uint64_t missed)
 		free(buf);
 }
 
+/* FNV-1a: a channel's mods are told apart by it before their server_ids
+ * are compared (those are in another block of memory). */
+static uint64_t server_hash(const char *server_id)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	while (*server_id)
+		h = (h ^ (unsigned char)*server_id++) * 1099511628211ULL;
+	return h;
+}
+
 static enum gw_join join_mod(struct gw_conn *c, struct gw_defer *d)
 {
 	struct gw_channel *ch;
@@ -367,8 +378,10 @@ static enum gw_join join_mod(struct gw_conn *c, struct gw_defer *d)
 		pthread_mutex_unlock(&reg.lock);
 		return GW_JOIN_CLOSED;
 	}
+	c->server_hash = server_hash(c->hs.server_id);
 	for (old = ch->mods; old; old = old->chan_next)
-		if (strcmp(old->hs.server_id, c->hs.server_id) == 0)
+		if (old->server_hash == c->server_hash &&
+		    strcmp(old->hs.server_id, c->hs.server_id) == 0)
 			break;
 	if (old) {
 		/* same server_id on the same channel: the newcomer replaces it
