@@ -55,6 +55,7 @@ struct gw_conn *conn_new(void)
 		return NULL;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->idle, NULL);
+	c->hs = (struct gw_handshake)GW_HANDSHAKE_INIT;
 	c->refs = 1;
 	c->id = __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
 	c->fd = -1;
@@ -137,6 +138,7 @@ static void conn_free(struct gw_conn *c)
 	free(c->marks);
 	free(c->out);
 	free(c->pend);
+	proto_handshake_free(&c->hs);
 	pthread_cond_destroy(&c->idle);
 	pthread_mutex_destroy(&c->lock);
 	free(c);

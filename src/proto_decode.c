@@ -35,7 +35,8 @@ static enum gw_reject json_parse(const char *data, size_t len, json_t **root);
 static int json_is_id(const json_t *v);
 static int json_is_text(const json_t *v);
 static json_t *json_optional(const json_t *obj, const char *key);
-static int id_copy(const json_t *obj, const char *key, char *dst);
+static int id_get(const json_t *obj, const char *key, const char **id);
+static int ids_own(struct gw_handshake *hs);
 static enum gw_reject decode_handshake(const char *data, size_t len,
                                        struct gw_handshake *hs);
 static struct text text_of(const json_t *v);
@@ -127,15 +128,37 @@ static json_t *json_optional(const json_t *obj, const char *key)
 	return json_is_null(v) ? NULL : v;
 }
 
-/* Copies obj[key] into dst (GW_ID_MAX + 1 bytes) if it is a valid id.
- * Returns 0 or -1. */
-static int id_copy(const json_t *obj, const char *key, char *dst)
+/* Points *id at obj[key]'s text (borrowed from the parse) if it is a valid
+ * id. Returns 0 or -1. */
+static int id_get(const json_t *obj, const char *key, const char **id)
 {
 	const json_t *v = json_object_get(obj, key);
 
 	if (!json_is_id(v))
 		return -1;
-	memcpy(dst, json_string_value(v), json_string_length(v) + 1);
+	*id = json_string_value(v);
+	return 0;
+}
+
+/* Copies hs's ids and epoch, borrowed from the parse, into one block that
+ * hs owns, sized to them. Returns 0 or -1. */
+static int ids_own(struct gw_handshake *hs)
+{
+	const char **ids[] = { &hs->server_id, &hs->channel_id, &hs->bot_id, &hs->epoch };
+	size_t len[4], total = 1;
+	char *p;
+
+	for (int i = 0; i < 4; i++)
+		total += len[i] = (*ids[i])[0] ? strlen(*ids[i]) + 1 : 0;
+	if (!(p = hs->ids = malloc(total)))
+		return -1;
+	for (int i = 0; i < 4; i++) {
+		if (len[i]) {
+			memcpy(p, *ids[i], len[i]);
+			*ids[i] = p;
+			p += len[i];
+		}
+	}
 	return 0;
 }
 
@@ -199,7 +222,7 @@ static int since_parse(const json_t *d, struct gw_handshake *hs)
 	e = json_object_get(s, "epoch");
 	if (!json_is_object(s) || !json_is_id(e) || json_string_length(e) > GW_EPOCH_MAX)
 		return -1;
-	memcpy(hs->epoch, json_string_value(e), json_string_length(e) + 1);
+	hs->epoch = json_string_value(e);   /* borrowed until ids_own */
 	hs->resume = 1;
 	if (hs->role == GW_ROLE_MOD)
 		return seq_of(json_object_get(s, "seq"), &hs->since_seq);
@@ -213,6 +236,13 @@ void proto_handshake_release(struct gw_handshake *hs)
 	free(hs->since);
 	hs->since = NULL;
 	hs->nsince = 0;
+}
+
+void proto_handshake_free(struct gw_handshake *hs)
+{
+	proto_handshake_release(hs);
+	free(hs->ids);
+	*hs = (struct gw_handshake)GW_HANDSHAKE_INIT;
 }
 
 enum gw_reject proto_decode_handshake(const char *data, size_t len,
@@ -231,7 +261,7 @@ enum gw_reject proto_decode_handshake(const char *data, size_t len,
 static enum gw_reject decode_handshake(const char *data, size_t len,
                                        struct gw_handshake *hs)
 {
-	struct gw_handshake tmp;
+	struct gw_handshake tmp = GW_HANDSHAKE_INIT;
 	json_t *root, *type, *d, *events;
 	const char *name;
 	enum gw_reject why;
@@ -246,7 +276,6 @@ static enum gw_reject decode_handshake(const char *data, size_t len,
 	if (!json_is_string(type))
 		goto out;
 
-	memset(&tmp, 0, sizeof(tmp));
 	name = json_string_value(type);
 	if (strcmp(name, "mod") == 0) {
 		tmp.role = GW_ROLE_MOD;
@@ -261,10 +290,10 @@ static enum gw_reject decode_handshake(const char *data, size_t len,
 	if (!json_is_object(d))
 		goto out;
 	if (tmp.role == GW_ROLE_MOD) {
-		if (id_copy(d, "server_id", tmp.server_id) < 0 ||
-		    id_copy(d, "channel_id", tmp.channel_id) < 0)
+		if (id_get(d, "server_id", &tmp.server_id) < 0 ||
+		    id_get(d, "channel_id", &tmp.channel_id) < 0)
 			goto out;
-	} else if (id_copy(d, "bot_id", tmp.bot_id) < 0) {
+	} else if (id_get(d, "bot_id", &tmp.bot_id) < 0) {
 		goto out;
 	}
 	events = json_optional(d, "events");
@@ -273,6 +302,10 @@ static enum gw_reject decode_handshake(const char *data, size_t len,
 	tmp.events = json_is_true(events);
 	if (since_parse(d, &tmp) < 0)
 		goto out;
+	if (ids_own(&tmp) < 0) {
+		proto_handshake_release(&tmp);
+		goto out;
+	}
 
 	*hs = tmp;
 	why = GW_OK;

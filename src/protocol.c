@@ -55,8 +55,14 @@ int proto_id_valid(const char *s, size_t n)
 	return 1;
 }
 
+/* A non-empty id no longer than GW_ID_MAX (read no further than that). */
+static int id_usable(const char *id)
+{
+	return id != NULL && id[0] != '\0' && strnlen(id, GW_ID_MAX + 1) <= GW_ID_MAX;
+}
+
 /* 1 if hs looks like the output of a successful proto_decode_handshake:
- * a known role and its ids non-empty and terminated within their arrays.
+ * a known role and its ids non-empty and no longer than an id can be.
  * Guards against a caller passing a zeroed or stale struct. */
 int proto_hs_usable(const struct gw_handshake *hs)
 {
@@ -64,12 +70,9 @@ int proto_hs_usable(const struct gw_handshake *hs)
 		return 0;
 	switch (hs->role) {
 	case GW_ROLE_MOD:
-		return hs->server_id[0] != '\0' && hs->channel_id[0] != '\0' &&
-		       memchr(hs->server_id, '\0', sizeof(hs->server_id)) != NULL &&
-		       memchr(hs->channel_id, '\0', sizeof(hs->channel_id)) != NULL;
+		return id_usable(hs->server_id) && id_usable(hs->channel_id);
 	case GW_ROLE_BOT:
-		return hs->bot_id[0] != '\0' &&
-		       memchr(hs->bot_id, '\0', sizeof(hs->bot_id)) != NULL;
+		return id_usable(hs->bot_id);
 	default:
 		return 0;
 	}

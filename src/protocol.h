@@ -47,19 +47,27 @@ struct gw_since_chan {
 	uint64_t seq;
 };
 
+/* A decoded handshake. Its ids point into one block it owns (ids), and at
+ * "" where its role has none: a conn keeps its handshake for its whole
+ * life, and fixed arrays for every id a role could have were 0.8 KiB of
+ * each idle peer. */
 struct gw_handshake {
 	enum gw_role role;
-	char server_id[GW_ID_MAX + 1];  /* mods */
-	char channel_id[GW_ID_MAX + 1]; /* mods */
-	char bot_id[GW_ID_MAX + 1];     /* bot */
+	const char *server_id;          /* mods, else "" */
+	const char *channel_id;         /* mods, else "" */
+	const char *bot_id;             /* bot, else "" */
 	int events;                     /* asked for presence events */
 	/* "since": what the peer last processed (resume, SPEC 7a) */
 	int resume;                     /* the handshake carried since */
-	char epoch[GW_EPOCH_MAX + 1];   /* the sequence it names */
+	const char *epoch;              /* the sequence it names, else "" */
 	uint64_t since_seq;             /* mod: last seq of its channel's to-mod stream */
 	size_t nsince;                  /* bot: per channel, in one malloc'd block */
 	struct gw_since_chan *since;    /* freed by proto_handshake_release */
+	char *ids;                      /* the ids and epoch: proto_handshake_free */
 };
+
+/* A handshake holding nothing (ids all ""). */
+#define GW_HANDSHAKE_INIT { GW_ROLE_MOD, "", "", "", 0, 0, "", 0, 0, NULL, NULL }
 
 /* One accepted message. Created by proto_decode_message with refs = 1;
  * shared by queues and connections through proto_msg_ref/unref (atomic). */
@@ -83,9 +91,11 @@ struct gw_msg {
  * Optional; call once before threads start. */
 void proto_init(void);
 
-/* Decodes a handshake frame. Returns GW_OK and fills *hs, or a reject
- * reason; never allocates on error. A bot's since channels are allocated:
- * release them with proto_handshake_release once used. */
+/* Decodes a handshake frame. Returns GW_OK and fills *hs (whatever it
+ * held is overwritten, not freed), or a reject reason and leaves *hs
+ * untouched; never allocates on error. On GW_OK hs owns its ids (free them
+ * with proto_handshake_free) and a bot's since channels (release them with
+ * proto_handshake_release once used). */
 enum gw_reject proto_decode_handshake(const char *data, size_t len,
                                       struct gw_handshake *hs);
 
@@ -98,6 +108,9 @@ int proto_utf8_valid(const void *s, size_t n);
 
 /* Frees what hs holds of its since (the rest stays valid). */
 void proto_handshake_release(struct gw_handshake *hs);
+
+/* Frees everything hs holds; it is GW_HANDSHAKE_INIT afterwards. */
+void proto_handshake_free(struct gw_handshake *hs);
 
 /* The direction a message from `from` travels. */
 static inline enum gw_dir proto_dir_of(enum gw_role from)

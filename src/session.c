@@ -22,6 +22,7 @@
 #include "protocol.h"
 #include "registry.h"
 #include "session.h"
+#include "stack.h"
 
 /* A peer over rate_limit in this many consecutive seconds is closed (4004):
  * a burst is refused message by message, a flood ends the connection. */
@@ -279,14 +280,19 @@ static int on_frame(struct gw_session *s, int bits, char *data, size_t len);
 static int on_ws_data(struct mg_connection *mc, int bits, char *data, size_t len, void *ud)
 {
 	struct gw_session *s = mg_get_user_connection_data(mc);
-	int rc;
+	int joined, rc;
 
 	(void)ud;
 	if (!s)
 		return 0;
+	joined = s->joined;
 	rc = on_frame(s, bits, data, len);
 	if (rc == 0 || !mg_websocket_frame_buffered(mc))
 		defer_flush(&s->defer);
+	/* The handshake is as deep as an idle peer's reader goes (a page below
+	 * where it then waits): give those pages back (stack.h). */
+	if (!joined && s->joined)
+		stack_trim();
 	return rc;
 }
 

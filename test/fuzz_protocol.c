@@ -70,7 +70,7 @@ static void fuzz_handshake(const char *text, size_t size)
 	check(n > 0);
 	buf[n++] = '}';
 	json_decref(check_json(buf, n, 0));
-	proto_handshake_release(&hs);
+	proto_handshake_free(&hs);
 }
 
 static void fuzz_accepted(const char *text, size_t size, struct gw_msg *m,

@@ -204,6 +204,14 @@ static int group_setup(void **state)
 	return 0;
 }
 
+static int group_teardown(void **state)
+{
+	(void)state;
+	proto_handshake_free(&hs_mod);
+	proto_handshake_free(&hs_bot);
+	return 0;
+}
+
 /* ---- handshakes ---------------------------------------------------------- */
 
 static void test_handshake_mod(void **state)
@@ -220,6 +228,7 @@ static void test_handshake_mod(void **state)
 	assert_string_equal(hs.channel_id, "123456789");
 	assert_string_equal(hs.bot_id, "");
 	assert_int_equal(hs.events, 0);
+	proto_handshake_free(&hs);
 }
 
 static void test_handshake_bot(void **state)
@@ -235,6 +244,7 @@ static void test_handshake_bot(void **state)
 	assert_string_equal(hs.server_id, "");
 	assert_string_equal(hs.channel_id, "");
 	assert_int_equal(hs.events, 1);
+	proto_handshake_free(&hs);
 }
 
 static void test_handshake_events(void **state)
@@ -245,12 +255,15 @@ static void test_handshake_events(void **state)
 	assert_int_equal(hs_decode("{\"type\":\"mod\",\"data\":{\"server_id\":\"s\","
 	                           "\"channel_id\":\"c\",\"events\":true}}", &hs), GW_OK);
 	assert_int_equal(hs.events, 1);
+	proto_handshake_free(&hs);
 	assert_int_equal(hs_decode("{\"type\":\"mod\",\"data\":{\"server_id\":\"s\","
 	                           "\"channel_id\":\"c\",\"events\":false}}", &hs), GW_OK);
 	assert_int_equal(hs.events, 0);
+	proto_handshake_free(&hs);
 	assert_int_equal(hs_decode("{\"type\":\"bot\",\"data\":{\"bot_id\":\"b\","
 	                           "\"events\":null}}", &hs), GW_OK);
 	assert_int_equal(hs.events, 0);
+	proto_handshake_free(&hs);
 }
 
 /* since: a mod's {epoch, seq}, a bot's {epoch, channels}; anything else in
@@ -282,6 +295,7 @@ static void test_handshake_since(void **state)
 	assert_string_equal(hs.epoch, "a1b2");
 	assert_int_equal(hs.since_seq, 42);
 	assert_int_equal(hs.nsince, 0);
+	proto_handshake_free(&hs);
 	assert_int_equal(hs_decode("{\"type\":\"bot\",\"data\":{\"bot_id\":\"b\",\"since\":"
 	                           "{\"epoch\":\"e9\",\"channels\":{\"c1\":3,\"c2\":0}}}}", &hs), GW_OK);
 	assert_int_equal(hs.resume, 1);
@@ -293,9 +307,14 @@ static void test_handshake_since(void **state)
 	assert_int_equal(hs.since[1].seq, 0);
 	proto_handshake_release(&hs);
 	assert_null(hs.since);
+	assert_string_equal(hs.epoch, "e9");   /* the rest stays valid */
+	assert_string_equal(hs.bot_id, "b");
+	proto_handshake_free(&hs);
 	assert_int_equal(hs_decode("{\"type\":\"bot\",\"data\":{\"bot_id\":\"b\",\"since\":null}}",
 	                           &hs), GW_OK);
 	assert_int_equal(hs.resume, 0);
+	assert_string_equal(hs.epoch, "");
+	proto_handshake_free(&hs);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		assert_int_equal(hs_decode(bad[i], &hs), GW_REJECT_MALFORMED);
 }
@@ -312,6 +331,7 @@ static void test_handshake_id_length(void **state)
 	snprintf(json, sizeof(json), "{\"type\":\"bot\",\"data\":{\"bot_id\":\"%s\"}}", id);
 	assert_int_equal(hs_decode(json, &hs), GW_OK);
 	assert_int_equal(strlen(hs.bot_id), GW_ID_MAX);
+	proto_handshake_free(&hs);
 
 	strcat(id, "x");
 	snprintf(json, sizeof(json), "{\"type\":\"bot\",\"data\":{\"bot_id\":\"%s\"}}", id);
@@ -330,6 +350,7 @@ static void test_handshake_id_length(void **state)
 		strcat(json, "\xc3\xa9");
 	strcat(json, "\"}}");
 	assert_int_equal(hs_decode(json, &hs), GW_OK);
+	proto_handshake_free(&hs);
 	json[strlen(json) - 3] = '\0';
 	strcat(json, "e\"}}");
 	assert_int_equal(hs_decode(json, &hs), GW_REJECT_MALFORMED);
@@ -429,6 +450,8 @@ static void run_hs_case(void **state)
 	assert_int_equal(proto_decode_handshake(c->json, len, &hs), c->want);
 	if (c->want != GW_OK)   /* *hs untouched on error */
 		assert_memory_equal(&hs, &before, sizeof(hs));
+	else
+		proto_handshake_free(&hs);
 }
 
 /* ---- message validation -------------------------------------------------- */
@@ -739,6 +762,8 @@ static void test_readme_examples(void **state)
 	assert_int_equal(m->from, GW_ROLE_BOT);
 	proto_msg_unref(m);
 	free(text);
+	proto_handshake_free(&mod);
+	proto_handshake_free(&bot);
 }
 
 static void test_msg_id_length(void **state)
@@ -864,20 +889,22 @@ static void test_deep_nesting_fast(void **state)
 static void test_bad_handshake_struct(void **state)
 {
 	struct gw_handshake hs;
-	char idjson[64];
+	char idjson[64], longid[GW_ID_MAX + 2];
 
 	(void)state;
 	assert_int_equal(proto_decode_handshake(NULL, 0, &hs), MAL);
 	assert_int_equal(decode_len(&hs_bot, NULL, 0, idjson, sizeof(idjson)), MAL);
-	memset(&hs, 0, sizeof(hs));   /* mod with empty server_id */
+	memset(&hs, 0, sizeof(hs));   /* mod without ids */
 	assert_int_equal(decode(&hs, "{\"msg_id\":\"m\",\"id\":\"\",\"destination\":"
 	                        "{\"channel_id\":\"\"},\"author\":{\"id\":\"a\"},"
 	                        "\"content\":\"c\"}", idjson), MAL);
-	hs.role = GW_ROLE_BOT;         /* bot with empty bot_id */
+	hs.role = GW_ROLE_BOT;         /* bot without bot_id */
 	assert_int_equal(decode(&hs, BOT_BASE, idjson), MAL);
 	assert_int_equal(decode(NULL, BOT_BASE, idjson), MAL);
 	assert_string_equal(idjson, "\"m-1\"");
-	memset(&hs, 'x', sizeof(hs));  /* ids not terminated */
+	memset(longid, 'x', GW_ID_MAX + 1);   /* ids longer than any decode gives */
+	longid[GW_ID_MAX + 1] = '\0';
+	hs.server_id = hs.channel_id = hs.bot_id = longid;
 	hs.role = GW_ROLE_MOD;
 	assert_int_equal(decode(&hs, MOD_BASE, idjson), MAL);
 	hs.role = GW_ROLE_BOT;
@@ -1565,12 +1592,12 @@ int main(void)
 		mut_tests[i].initial_state = &mut_cases[i];
 	}
 
-	failed += cmocka_run_group_tests_name("protocol", tests, group_setup, NULL);
+	failed += cmocka_run_group_tests_name("protocol", tests, group_setup, group_teardown);
 	failed += _cmocka_run_group_tests("protocol handshake table", hs_tests,
-	                                  ARRAY_LEN(hs_tests), group_setup, NULL);
+	                                  ARRAY_LEN(hs_tests), group_setup, group_teardown);
 	failed += _cmocka_run_group_tests("protocol message table", raw_tests,
-	                                  ARRAY_LEN(raw_tests), group_setup, NULL);
+	                                  ARRAY_LEN(raw_tests), group_setup, group_teardown);
 	failed += _cmocka_run_group_tests("protocol message mutations", mut_tests,
-	                                  mut_count, group_setup, NULL);
+	                                  mut_count, group_setup, group_teardown);
 	return failed != 0;
 }

@@ -24,6 +24,7 @@ static struct gw_msg *msg(const char *id)
 	         "{\"msg_id\":\"%s\",\"id\":\"c1\",\"author\":{\"id\":\"a\"},\"content\":\"x\"}", id);
 	assert_int_equal(proto_decode_message(json, strlen(json), &hs, 0, &m, idjson, sizeof(idjson)),
 	                 GW_OK);
+	proto_handshake_free(&hs);
 	return m;
 }
 

@@ -98,6 +98,7 @@ static struct gw_msg *msg_make(enum gw_role role, const char *channel,
 	assert_int_equal(proto_decode_handshake(hsjson, strlen(hsjson), &hs), GW_OK);
 	assert_int_equal(proto_decode_message(json, strlen(json), &hs, NOW_MS + i,
 	                                      &m, idjson, sizeof(idjson)), GW_OK);
+	proto_handshake_free(&hs);
 	m->seq = seq;
 	free(json);
 	free(filler);
