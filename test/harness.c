@@ -151,6 +151,22 @@ gw_binary(void)
 	return bin != NULL && bin[0] != '\0' ? bin : "build/homestead-gateway";
 }
 
+pid_t
+gw_exec(const struct gw_proc *p)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		int nul = open("/dev/null", O_WRONLY);
+
+		dup2(nul, 1);
+		dup2(nul, 2);
+		execl(gw_binary(), gw_binary(), "-c", p->config, (char *)NULL);
+		_exit(127);
+	}
+	return pid;
+}
+
 /* ---- children ------------------------------------------------------- */
 
 static void

@@ -83,6 +83,11 @@ long gw_rss_kb(struct gw_proc *p);
 /* Path of the gateway binary (GW_BIN env or build/homestead-gateway). */
 const char *gw_binary(void);
 
+/* Forks and execs the plain binary (never under valgrind: for timing
+ * start-ups) on p's config, its output to /dev/null. The child's pid, or -1;
+ * the caller waits for it. */
+pid_t gw_exec(const struct gw_proc *p);
+
 /* Runs the binary (under valgrind with GW_VALGRIND) with args, a
  * NULL-terminated list of arguments after the program name, e.g.
  * {"--check-config", "-c", path, NULL}; args may be NULL. Captures

@@ -409,21 +409,6 @@ static void test_request_timeout(void **state)
 
 /* --- start-up race -------------------------------------------------------- */
 
-static pid_t spawn(struct gw_proc *p)
-{
-	pid_t pid = fork();
-
-	if (pid == 0) {
-		int nul = open("/dev/null", O_WRONLY);
-
-		dup2(nul, 1);
-		dup2(nul, 2);
-		execl(gw_binary(), gw_binary(), "-c", p->config, (char *)NULL);
-		_exit(127);
-	}
-	return pid;
-}
-
 static int reap(pid_t pid, int timeout_ms)
 {
 	int64_t until = now_ms() + timeout_ms;
@@ -476,7 +461,7 @@ static void test_startup_race(void **state)
 	assert_int_equal(gw_start(&gw, "[gateway]\nmax_connections = 4\n"), 0);
 	assert_int_equal(gw_stop(&gw, SIGTERM, 10000), 0);
 	for (int i = 0; i < starts; i++) {
-		pid_t pid = spawn(&gw);
+		pid_t pid = gw_exec(&gw);
 		int st;
 
 		assert_true(pid > 0);
