@@ -3,18 +3,20 @@
  * /metrics, 404s) and authentication. Every request runs begin_request on a
  * CivetWeb worker thread; a /sync request with a good key reserves a slot
  * (registry_conn_new) and gets a session (session.c), or a real HTTP 401 /
- * 503 before any upgrade. From the upgrade on the session serves the peer;
- * connection_close frees it, which releases the slot.
+ * 503 before any upgrade. Once the 101 is sent, the worker hands the
+ * socket and the session to a reader thread (reader.c, CivetWeb patch
+ * 0017) and is free again: an open websocket holds no worker.
  *
  * CivetWeb's workers start on demand (patch 0016): prespawn_threads at
- * start, one more when a request finds none idle, up to one per allowed
- * websocket; those not needed for worker_idle seconds end again.
+ * start, one more when a request finds none idle; those not needed for
+ * worker_idle seconds end again.
  */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -23,6 +25,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "protocol.h"
+#include "reader.h"
 #include "registry.h"
 #include "server.h"
 #include "session.h"
@@ -220,6 +223,69 @@ static int on_begin_request(struct mg_connection *mc)
 	return 0;   /* CivetWeb goes on with the upgrade */
 }
 
+static int on_ws_connect(const struct mg_connection *mc, void *ud)
+{
+	(void)ud;
+	/* begin_request accepted it; anything else never gets here */
+	return mg_get_user_connection_data(mc) ? 0 : 1;
+}
+
+/* The 101 is sent: the socket and the session go to a reader. */
+static void on_ws_ready(struct mg_connection *mc, void *ud)
+{
+	struct gw_session *s = mg_get_user_connection_data(mc);
+	struct mg_socket_lease *lease;
+	struct gw_conn *c;
+	const char *early;
+	size_t n;
+	int fd;
+
+	(void)ud;
+	if (!s)
+		return;
+	c = session_conn(s);
+	fd = mg_websocket_take_socket(mc, &lease, &early, &n);
+	if (fd < 0) {
+		/* out of memory: CivetWeb keeps the socket, and its read loop
+		 * ends at once on the shutdown; connection_close frees s */
+		conn_set_why(c, "out of memory");
+		if (mg_get_socket_fd(mc) >= 0)
+			shutdown(mg_get_socket_fd(mc), SHUT_RDWR);
+		return;
+	}
+	mg_set_user_connection_data(mc, NULL);
+	if (conn_attach(c, fd) == 0) {
+		metrics_inc(GW_M_CONNECTIONS);
+		log_event(GW_LOG_DEBUG, "websocket open", "remote", c->remote, NULL);
+		/* opened while the gateway stops, after its close walk: 1001 too */
+		if (registry_stopping()) {
+			conn_set_why(c, "shutdown");
+			conn_close(c, GW_CLOSE_GOING_AWAY, "Going away.", GW_CLOSE_GRACE_MS);
+		}
+	} else {
+		conn_set_why(c, "out of memory");
+		shutdown(fd, SHUT_RDWR);   /* its reader sees EOF and ends it */
+	}
+	reader_add(s, fd, early, n, lease);
+}
+
+/* The only frames CivetWeb still reads are those of a socket it could not
+ * hand over: it ends. */
+static int on_ws_data(struct mg_connection *mc, int bits, char *data, size_t len, void *ud)
+{
+	(void)mc;
+	(void)bits;
+	(void)data;
+	(void)len;
+	(void)ud;
+	return 0;
+}
+
+static void lease_end(void *lease)
+{
+	mg_socket_lease_end(srv.ctx, lease);
+}
+
 static void on_connection_close(const struct mg_connection *mc)
 {
 	session_free(mg_get_user_connection_data(mc));
@@ -242,8 +308,13 @@ static void copy_keys(const struct gw_config *cfg)
 }
 
 /* Threads besides CivetWeb's workers: main, the I/O loop (conn.c),
- * CivetWeb's master and its spawner (patch 0016). */
-#define GW_OWN_THREADS 4
+ * CivetWeb's master and its spawner (patch 0016), and up to 8 readers. */
+#define GW_OWN_THREADS 12
+
+/* CivetWeb's workers answer HTTP requests and upgrades, each for a moment
+ * (a socket reaches one only with its request head complete, patch 0010):
+ * this many at once at most, past them requests wait in the queue. */
+#define GW_WORKERS_MAX 256
 
 /* What a /proc/sys file holds as a number, or -1. */
 static long proc_long(const char *path)
@@ -259,7 +330,7 @@ static long proc_long(const char *path)
 	return v;
 }
 
-/* The kernel bounds threads as well as num_threads does: a websocket that
+/* The kernel bounds threads as well as num_threads does: a request that
  * needs a worker past its limits would wait for one. Says so in one line
  * at start-up; need counts the workers and the gateway's own threads. */
 static void check_thread_limits(unsigned need)
@@ -298,6 +369,7 @@ int server_start(const struct gw_config *cfg, char *err, size_t errlen)
 	struct mg_error_data ed;
 	char ebuf[256] = "";
 	const char *opts[32];
+	unsigned workers;
 	int i = 0, n;
 
 	srv.cfg = cfg;
@@ -307,12 +379,13 @@ int server_start(const struct gw_config *cfg, char *err, size_t errlen)
 		snprintf(ports, sizeof(ports), "[%s]:%d", cfg->listen, cfg->http_port);
 	else
 		snprintf(ports, sizeof(ports), "%s:%d", cfg->listen, cfg->http_port);
-	/* one worker per websocket, plus room for /health and /metrics; they
-	 * start when needed and end when not (patch 0016), so a large
-	 * max_connections costs nothing until it is used */
-	snprintf(threads, sizeof(threads), "%u", cfg->max_connections + 8);
+	/* workers answer requests, websockets are the readers': one per
+	 * request in flight, plus room for /health and /metrics; they start
+	 * when needed and end when not (patch 0016) */
+	workers = (cfg->max_connections < GW_WORKERS_MAX ? cfg->max_connections : GW_WORKERS_MAX) + 8;
+	snprintf(threads, sizeof(threads), "%u", workers);
 	snprintf(idle, sizeof(idle), "%d", cfg->worker_idle * 1000);
-	check_thread_limits(cfg->max_connections + 8 + GW_OWN_THREADS);
+	check_thread_limits(workers + GW_OWN_THREADS);
 	/* CivetWeb's master thread closes a socket whose request head is not
 	 * complete within request_timeout_ms, before any worker sees it; the
 	 * same bound applies to its blocking writes of HTTP answers */
@@ -351,7 +424,14 @@ int server_start(const struct gw_config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot listen on %s: %s", ports, ebuf[0] ? ebuf : "unknown error");
 		return -1;
 	}
-	session_serve(srv.ctx, "/sync");
+	if (reader_start(cfg, lease_end) < 0) {
+		mg_stop(srv.ctx);
+		srv.ctx = NULL;
+		snprintf(err, errlen, "cannot start the reader threads");
+		return -1;
+	}
+	mg_set_websocket_handler(srv.ctx, "/sync", on_ws_connect, on_ws_ready, on_ws_data, NULL,
+	                         NULL);
 	mg_start_accepting(srv.ctx);
 	n = mg_get_server_ports(srv.ctx, 4, sp);
 	srv.port = n > 0 ? sp[0].port : cfg->http_port;
@@ -398,9 +478,11 @@ void server_stop(int grace_ms)
 	registry_close_all(GW_CLOSE_GOING_AWAY, "Going away.");
 	while (registry_count() > 0 && gw_now_mono() < until)
 		usleep(10000);
-	/* whoever did not finish closing in time is cut now: no reader may
-	 * sleep through mg_stop (SPEC 8a: exit within 5 s whatever peers do) */
+	/* whoever did not finish closing in time is cut now (SPEC 8a: exit
+	 * within 5 s whatever peers do); the readers end them, and their
+	 * sockets' leases, before mg_stop frees what the leases count in */
 	registry_abort_all();
+	reader_stop();
 	mg_stop(srv.ctx);
 	srv.ctx = NULL;
 }

@@ -1,28 +1,27 @@
 /*
- * session.c - one websocket peer's reader (see session.h). CivetWeb calls
- * on_ws_data once per frame on the peer's worker thread; everything in
- * struct gw_session is that thread's alone, so none of it is locked.
+ * session.c - one websocket peer's input (see session.h). Its reader thread
+ * (reader.c) hands it every frame the peer sends; everything in struct
+ * gw_session is that thread's alone, so none of it is locked.
  *
  * A frame goes: RFC 6455 checks -> control frames answered -> fragments
  * reassembled up to body_size -> the first message is the handshake
  * (registry_join), the others are decoded (proto_decode_message), rate
  * limited and routed (registry_route), each acked once. Acks and routed
- * frames go into the session's held-back flushes, sent when the peer's
- * burst ends (no more of its frames already buffered) or the peer leaves.
+ * frames go into the reader's held-back flushes (defer.h), sent once per
+ * batch of sockets it read.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "civetweb.h"
 #include "clock.h"
 #include "defer.h"
+#include "frame.h"
 #include "log.h"
 #include "metrics.h"
 #include "protocol.h"
 #include "registry.h"
 #include "session.h"
-#include "stack.h"
 
 /* A peer over rate_limit in this many consecutive seconds is closed (4004):
  * a burst is refused message by message, a flood ends the connection. */
@@ -36,7 +35,7 @@ struct gw_session {
 	int64_t tokens_ms;           /* when it was last refilled (monotonic) */
 	int64_t refused_sec;         /* the last second (monotonic) a message was refused in */
 	int refused_run;             /* consecutive seconds with a refusal, up to it */
-	struct gw_defer defer;       /* flushes held back during a burst */
+	struct gw_defer *defer;      /* the reader's held-back flushes, during a call */
 	unsigned char *rx;           /* a fragmented message being reassembled */
 	size_t rx_len, rx_cap;
 	int rx_opcode;               /* 0 = none in progress */
@@ -49,7 +48,7 @@ struct gw_session *session_new(struct gw_conn *c, const struct gw_config *cfg)
 	if (!s)
 		return NULL;
 	s->conn = c;
-	s->cfg = cfg;   /* s->defer is GW_DEFER_INIT: all zero */
+	s->cfg = cfg;
 	return s;
 }
 
@@ -57,37 +56,13 @@ void session_free(struct gw_session *s)
 {
 	if (!s)
 		return;
-	defer_free(&s->defer);   /* empty unless its reader died oddly */
 	registry_release(s->conn);
 	free(s->rx);
 	free(s);
 }
 
-static int on_ws_connect(const struct mg_connection *mc, void *ud)
-{
-	(void)ud;
-	/* begin_request accepted it; anything else never gets here */
-	return mg_get_user_connection_data(mc) ? 0 : 1;
-}
-
-static void on_ws_ready(struct mg_connection *mc, void *ud)
-{
-	struct gw_session *s = mg_get_user_connection_data(mc);
-
-	(void)ud;
-	if (s && conn_attach(s->conn, mg_get_socket_fd(mc)) == 0) {
-		metrics_inc(GW_M_CONNECTIONS);
-		log_event(GW_LOG_DEBUG, "websocket open", "remote", s->conn->remote, NULL);
-		/* opened while the gateway stops, after its close walk: 1001 too */
-		if (registry_stopping()) {
-			conn_set_why(s->conn, "shutdown");
-			conn_close(s->conn, GW_CLOSE_GOING_AWAY, "Going away.", GW_CLOSE_GRACE_MS);
-		}
-	}
-}
-
-/* Sends {"message":..,"code":..} then a close frame; the caller returns 0
- * from the data handler so CivetWeb ends the connection. */
+/* Sends {"message":..,"code":..} then a close frame; returns 0: the
+ * caller ends the connection. */
 static int reply_and_close(struct gw_conn *c, const char *message, int code, const char *why)
 {
 	char buf[160];
@@ -125,7 +100,7 @@ static int on_handshake(struct gw_session *s, const char *data, size_t len)
 		                                                        : "Malformed handshake.",
 		                       400, "bad handshake");
 	}
-	j = registry_join(c, &s->defer);
+	j = registry_join(c, s->defer);
 	proto_handshake_release(&c->hs);   /* since served its purpose */
 	if (j == GW_JOIN_FORBIDDEN) {
 		log_event(GW_LOG_WARN, "rejected", "remote", c->remote, "reason", "key not allowed for role",
@@ -228,7 +203,7 @@ static int on_message(struct gw_session *s, const char *data, size_t len)
 		return refuse_malformed(c, data, len);
 	if (!rate_ok(s))
 		return refuse_rate(s, m);
-	registry_route(c, m, &s->defer);   /* routes and acks; m is the registry's now */
+	registry_route(c, m, s->defer);   /* routes and acks; m is the registry's now */
 	return 1;
 }
 
@@ -273,38 +248,15 @@ static int on_fragment(struct gw_session *s, const char *data, size_t len, int f
 	return rc;
 }
 
-static int on_frame(struct gw_session *s, int bits, char *data, size_t len);
-
-/* Acks and routed frames wait while the peer's burst goes on: when more of
- * its frames are already buffered, they are sent after the last one. */
-static int on_ws_data(struct mg_connection *mc, int bits, char *data, size_t len, void *ud)
-{
-	struct gw_session *s = mg_get_user_connection_data(mc);
-	int joined, rc;
-
-	(void)ud;
-	if (!s)
-		return 0;
-	joined = s->joined;
-	rc = on_frame(s, bits, data, len);
-	if (rc == 0 || !mg_websocket_frame_buffered(mc))
-		defer_flush(&s->defer);
-	/* The handshake is as deep as an idle peer's reader goes (a page below
-	 * where it then waits): give those pages back (stack.h). */
-	if (!joined && s->joined)
-		stack_trim();
-	return rc;
-}
-
 static int on_frame(struct gw_session *s, int bits, char *data, size_t len)
 {
 	struct gw_conn *c = s->conn;
 	int op = bits & 0x0F, fin = bits & 0x80;
 
 	__atomic_store_n(&c->last_seen_ms, gw_now_mono(), __ATOMIC_RELEASE);
-	if (bits & MG_WEBSOCKET_FRAME_TOO_BIG)
+	if (bits & GW_FRAME_TOO_BIG)
 		return close_with(c, GW_CLOSE_TOO_BIG, "Message too big.", "message too big");
-	if (bits & MG_WEBSOCKET_UNMASKED)
+	if (bits & GW_FRAME_UNMASKED)
 		return close_with(c, GW_CLOSE_PROTOCOL, "Unmasked frame.", "protocol error");
 	if (bits & 0x70)
 		return close_with(c, GW_CLOSE_PROTOCOL, "Reserved bits set.", "protocol error");
@@ -349,18 +301,35 @@ static int on_frame(struct gw_session *s, int bits, char *data, size_t len)
 	}
 }
 
-static void on_ws_close(const struct mg_connection *mc, void *ud)
+int session_frame(struct gw_session *s, struct gw_defer *d, int bits, unsigned char *data,
+                  size_t len)
 {
-	struct gw_session *s = mg_get_user_connection_data(mc);
-	struct gw_conn *c;
+	int rc;
 
-	(void)ud;
-	if (!s)
-		return;
-	c = s->conn;
-	defer_flush(&s->defer);
-	registry_disconnect(c, &s->defer);
-	defer_flush(&s->defer);
+	s->defer = d;
+	rc = on_frame(s, bits, (char *)data, len);
+	s->defer = NULL;
+	return rc;
+}
+
+struct gw_conn *session_conn(const struct gw_session *s)
+{
+	return s->conn;
+}
+
+void session_end(struct gw_session *s, struct gw_defer *d, const char *why)
+{
+	struct gw_defer own = GW_DEFER_INIT;
+	struct gw_conn *c = s->conn;
+
+	if (why)
+		conn_set_why(c, why);
+	s->defer = d ? d : &own;
+	defer_flush(s->defer);
+	registry_disconnect(c, s->defer);
+	defer_flush(s->defer);
+	s->defer = NULL;
+	defer_free(&own);
 	if (s->joined)
 		log_event(GW_LOG_INFO, c->hs.role == GW_ROLE_MOD ? "mod disconnected" : "bot disconnected",
 		          "remote", c->remote, c->hs.role == GW_ROLE_MOD ? "server_id" : "bot_id",
@@ -369,10 +338,4 @@ static void on_ws_close(const struct mg_connection *mc, void *ud)
 	else
 		log_event(GW_LOG_DEBUG, "websocket closed before handshake", "remote", c->remote,
 		          "reason", conn_why(c), NULL);
-}
-
-void session_serve(struct mg_context *ctx, const char *uri)
-{
-	mg_set_websocket_handler(ctx, uri, on_ws_connect, on_ws_ready, on_ws_data, on_ws_close,
-	                         NULL);
 }

@@ -1,12 +1,14 @@
 /*
- * session.h - one websocket peer's reader: CivetWeb's worker thread hands
- * it every frame the peer sends; it reassembles messages, takes the
+ * session.h - one websocket peer's input: its reader thread (reader.h)
+ * hands it every frame the peer sends; it reassembles messages, takes the
  * handshake, decodes messages, refuses what is malformed, too big, too fast
  * or against RFC 6455, and hands the rest to the registry.
  *
- * A session is created by server.c once a /sync request is authenticated
- * and lives until CivetWeb's connection_close. Its state is its reader
- * thread's alone; the conn it serves is shared (conn.h).
+ * A session is created by server.c once a /sync request is authenticated.
+ * If the upgrade does not happen, CivetWeb's connection_close frees it;
+ * after the upgrade it goes to a reader with the socket, which ends it
+ * (session_end) and frees it. Its state is the thread's that holds it; the
+ * conn it serves is shared (conn.h).
  */
 #ifndef GW_SESSION_H
 #define GW_SESSION_H
@@ -15,19 +17,31 @@
 #include "conn.h"
 
 struct gw_session;
-struct mg_context;
+struct gw_defer;
 
 /* A session for c, taking over the caller's reference on c (the one
  * registry_conn_new returned); cfg must outlive it. NULL on ENOMEM (c is
  * then still the caller's). */
 struct gw_session *session_new(struct gw_conn *c, const struct gw_config *cfg);
 
-/* The request's connection ended: releases the conn (registry_release)
- * and frees s. NULL is fine. */
+/* Releases the conn (registry_release) and frees s. NULL is fine. */
 void session_free(struct gw_session *s);
 
-/* Serves websockets on uri of ctx with sessions: the connection's user data
- * must be a session, set before the upgrade (begin_request). */
-void session_serve(struct mg_context *ctx, const char *uri);
+/* The conn s serves. */
+struct gw_conn *session_conn(const struct gw_session *s);
+
+/* One frame from the peer: bits is the header's first byte with the
+ * GW_FRAME_* flags (frame.h), data its unmasked payload (the session may
+ * change it). Flushes needed go into d. Returns 1 to go on, or 0: the
+ * session decided to close (its close frame is queued) and wants no more
+ * frames; end it. */
+int session_frame(struct gw_session *s, struct gw_defer *d, int bits, unsigned char *data,
+                  size_t len);
+
+/* The peer's connection ends (it closed, or we did): leaves the registry
+ * (whatever the peer had not taken is handed on) and logs the disconnect
+ * with why (if nothing gave a reason before; NULL: none). d as above, or
+ * NULL. Then free s with session_free. */
+void session_end(struct gw_session *s, struct gw_defer *d, const char *why);
 
 #endif

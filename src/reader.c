@@ -1,0 +1,470 @@
+/*
+ * reader.c - the reader threads (see reader.h).
+ *
+ * Each thread has an epoll set (level-triggered EPOLLIN), an eventfd that
+ * brings it new sockets and the order to stop, a scratch buffer every
+ * socket is read into, and one gw_defer for the flushes of a batch. A
+ * socket's unparsed bytes (the start of a frame) move into a buffer of its
+ * own only while a frame is incomplete, so an idle peer costs its struct
+ * and nothing else.
+ *
+ * Sockets with a deadline - a frame stalled half-way, or a close that
+ * lingers - are also on the thread's timed list, walked every TIMED_MS.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "defer.h"
+#include "frame.h"
+#include "log.h"
+#include "reader.h"
+#include "session.h"
+
+#define READERS_MAX 8
+#define SCRATCH (64 * 1024)      /* one read takes at most this */
+#define TIMED_MS 100             /* how often deadlines are looked at */
+#define LINGER_MS 2000           /* a close reads what the peer still sends this long */
+#define LINGER_BYTES ((uint64_t)64 << 20)   /* ... or this much (or 2 x body_size) */
+
+struct rsock {
+	int fd;
+	struct gw_session *s;        /* NULL once the session ended (lingering) */
+	void *token;
+	unsigned char *buf;          /* bytes not parsed yet: an incomplete frame */
+	size_t len, cap;
+	uint64_t linger_left;        /* lingering: bytes it may still discard */
+	int64_t deadline_ms;         /* monotonic; 0: none (not on the timed list) */
+	struct rsock *prev, *next;   /* the thread's sockets (under t->lock) */
+	struct rsock *tprev, *tnext; /* the timed list (thread only) */
+	struct rsock *next_new;      /* handed over, not picked up yet (under t->lock) */
+};
+
+struct reader {
+	pthread_t thread;
+	int epfd, evfd;
+	pthread_mutex_t lock;        /* protects all, incoming, stopping */
+	struct rsock *all, *incoming;
+	int stopping;
+	struct rsock *timed;         /* thread only */
+	struct gw_defer defer;       /* thread only */
+	unsigned char *scratch;      /* thread only */
+};
+
+static struct {
+	struct reader t[READERS_MAX];
+	unsigned n;
+	unsigned next;               /* atomic: round robin */
+	size_t count;                /* atomic: sockets held */
+	const struct gw_config *cfg;
+	uint64_t max_frame, linger_bytes;
+	void (*closed)(void *token);
+} rd;
+
+static void timed_set(struct reader *t, struct rsock *r, int64_t deadline)
+{
+	if (deadline && !r->deadline_ms) {
+		r->tprev = NULL;
+		r->tnext = t->timed;
+		if (t->timed)
+			t->timed->tprev = r;
+		t->timed = r;
+	} else if (!deadline && r->deadline_ms) {
+		if (r->tprev)
+			r->tprev->tnext = r->tnext;
+		else
+			t->timed = r->tnext;
+		if (r->tnext)
+			r->tnext->tprev = r->tprev;
+	}
+	r->deadline_ms = deadline;
+}
+
+/* The socket is done with: closed, and forgotten. */
+static void rsock_free(struct reader *t, struct rsock *r)
+{
+	timed_set(t, r, 0);
+	pthread_mutex_lock(&t->lock);
+	if (r->prev)
+		r->prev->next = r->next;
+	else
+		t->all = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+	pthread_mutex_unlock(&t->lock);
+	/* closing drops it from the epoll set too (we hold its only fd) */
+	close(r->fd);
+	if (rd.closed)
+		rd.closed(r->token);
+	free(r->buf);
+	free(r);
+	__atomic_sub_fetch(&rd.count, 1, __ATOMIC_RELAXED);
+}
+
+/* The peer's session ends; its socket stays open if `linger`, else it is
+ * closed now. why: for the disconnect line when nothing said otherwise. */
+static void end_session(struct reader *t, struct rsock *r, const char *why, int linger)
+{
+	if (r->s) {
+		defer_flush(&t->defer);   /* what the peer is owed goes before its close */
+		session_end(r->s, &t->defer, why);
+		defer_flush(&t->defer);
+		session_free(r->s);
+		r->s = NULL;
+	}
+	free(r->buf);
+	r->buf = NULL;
+	r->len = r->cap = 0;
+	if (!linger) {
+		rsock_free(t, r);
+		return;
+	}
+	/* FIN now (the close frame was flushed before), then read what still
+	 * comes until the peer closes too */
+	shutdown(r->fd, SHUT_WR);
+	r->linger_left = rd.linger_bytes;
+	timed_set(t, r, gw_now_mono() + LINGER_MS);
+}
+
+/* A lingering socket is readable: discard what came. */
+static void linger_read(struct reader *t, struct rsock *r)
+{
+	size_t want = r->linger_left < SCRATCH ? (size_t)r->linger_left : SCRATCH;
+	ssize_t n = want ? recv(r->fd, t->scratch, want, MSG_DONTWAIT) : 0;
+
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return;
+	if (n <= 0) {
+		rsock_free(t, r);   /* EOF, an error, or the budget is spent */
+		return;
+	}
+	r->linger_left -= (uint64_t)n;
+}
+
+/* Hands the whole frames at the start of p (n bytes) to the session.
+ * Returns the bytes they took, or SIZE_MAX when the session ended. */
+static size_t parse(struct reader *t, struct rsock *r, unsigned char *p, size_t n)
+{
+	size_t off = 0, used;
+	struct gw_frame f;
+
+	while ((used = frame_parse(p + off, n - off, rd.max_frame, &f)) > 0) {
+		off += used;
+		if (!session_frame(r->s, &t->defer, f.bits, f.data, (size_t)f.len)) {
+			end_session(t, r, NULL, 1);
+			return SIZE_MAX;
+		}
+	}
+	return off;
+}
+
+/* Makes room for need bytes in r's buffer. Returns 0, or -1. */
+static int grow(struct rsock *r, size_t need)
+{
+	size_t cap = r->cap ? r->cap : 4096;
+	unsigned char *b;
+
+	if (need <= r->cap)
+		return 0;
+	while (cap < need)
+		cap *= 2;
+	if (!(b = realloc(r->buf, cap)))
+		return -1;
+	r->buf = b;
+	r->cap = cap;
+	return 0;
+}
+
+/* Keeps the n bytes at p (an incomplete frame) as r's buffer's content. */
+static int keep(struct rsock *r, const unsigned char *p, size_t n)
+{
+	if (grow(r, n) < 0)
+		return -1;
+	if (n && p != r->buf)
+		memmove(r->buf, p, n);
+	r->len = n;
+	return 0;
+}
+
+/* r is readable: one read (the others' turn comes before the next), then
+ * every whole frame it completed. */
+static void serve(struct reader *t, struct rsock *r)
+{
+	unsigned char *p;
+	size_t room, used;
+	ssize_t n;
+
+	if (!r->s) {
+		linger_read(t, r);
+		return;
+	}
+	if (r->len == 0) {
+		p = t->scratch;   /* the usual case: no frame half-way */
+		room = SCRATCH;
+	} else {
+		/* the rest of a frame: read after what we have (the frame is at
+		 * most body_size, so the buffer stays within twice that) */
+		if (grow(r, r->len + SCRATCH / 4) < 0) {
+			conn_set_why(session_conn(r->s), "out of memory");
+			end_session(t, r, NULL, 0);
+			return;
+		}
+		p = r->buf;
+		room = r->cap - r->len;
+	}
+	n = recv(r->fd, p + r->len, room, MSG_DONTWAIT);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return;
+	if (n <= 0) {
+		end_session(t, r, NULL, 0);   /* EOF or an error: the peer is gone */
+		return;
+	}
+	used = parse(t, r, p, r->len + (size_t)n);
+	if (used == SIZE_MAX)
+		return;
+	if (keep(r, p + used, r->len + (size_t)n - used) < 0) {
+		conn_set_why(session_conn(r->s), "out of memory");
+		end_session(t, r, NULL, 0);
+		return;
+	}
+	if (r->len == 0 && r->cap > SCRATCH) {   /* a big frame passed: let its buffer go */
+		free(r->buf);
+		r->buf = NULL;
+		r->cap = 0;
+	}
+	/* a frame half-way may stall request_timeout without a byte */
+	timed_set(t, r, r->len ? gw_now_mono() + (int64_t)rd.cfg->request_timeout * 1000 : 0);
+}
+
+/* Deadlines: stalled frames end, lingering closes finish. */
+static void expire(struct reader *t, int64_t now)
+{
+	struct rsock *r = t->timed, *next;
+
+	for (; r; r = next) {
+		next = r->tnext;
+		if (now < r->deadline_ms)
+			continue;
+		if (r->s)
+			end_session(t, r, "stalled frame", 0);
+		else
+			rsock_free(t, r);
+	}
+}
+
+/* Picks up the sockets handed over; returns 1 if the thread is to stop. */
+static int take_new(struct reader *t)
+{
+	struct rsock *r, *next;
+	uint64_t v;
+	int stop;
+
+	if (read(t->evfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_event(GW_LOG_WARN, "reader: eventfd read failed", NULL);
+	pthread_mutex_lock(&t->lock);
+	r = t->incoming;
+	t->incoming = NULL;
+	stop = t->stopping;
+	pthread_mutex_unlock(&t->lock);
+	for (; r; r = next) {
+		struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.ptr = r };
+		size_t used;
+
+		next = r->next_new;
+		if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, r->fd, &ev) < 0) {
+			conn_set_why(session_conn(r->s), "out of memory");
+			end_session(t, r, NULL, 0);
+			continue;
+		}
+		if (r->len == 0)
+			continue;
+		/* frames that came with the upgrade */
+		used = parse(t, r, r->buf, r->len);
+		if (used == SIZE_MAX)
+			continue;
+		(void)keep(r, r->buf + used, r->len - used);   /* never grows */
+		if (r->len)
+			timed_set(t, r, gw_now_mono() + (int64_t)rd.cfg->request_timeout * 1000);
+	}
+	return stop;
+}
+
+static void *reader_main(void *arg)
+{
+	struct reader *t = arg;
+	struct epoll_event ev[64];
+	int64_t next_timed = gw_now_mono() + TIMED_MS;
+
+	for (;;) {
+		int64_t now = gw_now_mono();
+		int i, n, stop = 0;
+		int timeout = t->timed ? (next_timed > now ? (int)(next_timed - now) : 0) : -1;
+
+		n = epoll_wait(t->epfd, ev, 64, timeout);
+		for (i = 0; i < n; i++) {
+			if (ev[i].data.ptr == NULL)
+				stop |= take_new(t);
+			else
+				serve(t, ev[i].data.ptr);
+		}
+		/* one flush per batch: a peer gets the acks of its burst in one
+		 * send, the bot every mod's messages of the batch in one */
+		defer_flush(&t->defer);
+		now = gw_now_mono();
+		if (t->timed && now >= next_timed) {
+			expire(t, now);
+			next_timed = now + TIMED_MS;
+		} else if (!t->timed) {
+			next_timed = now + TIMED_MS;
+		}
+		if (stop)
+			break;
+	}
+	/* stopping: whoever is still here ends now */
+	for (;;) {
+		struct rsock *r;
+
+		pthread_mutex_lock(&t->lock);
+		r = t->all;
+		pthread_mutex_unlock(&t->lock);
+		if (!r)
+			break;
+		if (r->s)
+			conn_set_why(session_conn(r->s), "shutdown");
+		end_session(t, r, NULL, 0);
+	}
+	defer_free(&t->defer);
+	return NULL;
+}
+
+/* Ends a socket no reader took. */
+static void refuse(struct gw_session *s, int fd, void *token, const char *why)
+{
+	conn_set_why(session_conn(s), why);
+	session_end(s, NULL, NULL);
+	session_free(s);
+	close(fd);
+	if (rd.closed)
+		rd.closed(token);
+}
+
+int reader_add(struct gw_session *s, int fd, const void *early, size_t n, void *token)
+{
+	unsigned nt = __atomic_load_n(&rd.n, __ATOMIC_ACQUIRE);
+	struct reader *t = &rd.t[__atomic_fetch_add(&rd.next, 1, __ATOMIC_RELAXED) % (nt ? nt : 1)];
+	struct rsock *r = nt ? calloc(1, sizeof(*r)) : NULL;
+	uint64_t one = 1;
+	int stopping;
+
+	if (r && n && keep(r, early, n) < 0) {
+		free(r);
+		r = NULL;
+	}
+	if (!r) {
+		refuse(s, fd, token, nt ? "out of memory" : "shutdown");
+		return -1;
+	}
+	r->fd = fd;
+	r->s = s;
+	r->token = token;
+	pthread_mutex_lock(&t->lock);
+	stopping = t->stopping;
+	if (!stopping) {
+		__atomic_add_fetch(&rd.count, 1, __ATOMIC_RELAXED);
+		r->next = t->all;
+		if (t->all)
+			t->all->prev = r;
+		t->all = r;
+		r->next_new = t->incoming;
+		t->incoming = r;
+	}
+	pthread_mutex_unlock(&t->lock);
+	if (stopping) {   /* the gateway stops: its readers are gone or going */
+		free(r->buf);
+		free(r);
+		refuse(s, fd, token, "shutdown");
+		return -1;
+	}
+	if (write(t->evfd, &one, sizeof(one)) < 0)
+		log_event(GW_LOG_WARN, "reader: eventfd write failed", NULL);
+	return 0;
+}
+
+size_t reader_count(void)
+{
+	return __atomic_load_n(&rd.count, __ATOMIC_RELAXED);
+}
+
+/* Frees a stopped reader's resources; its lock and stopping flag stay
+ * valid for a late reader_add. */
+static void reader_close(struct reader *t)
+{
+	if (t->epfd >= 0)
+		close(t->epfd);
+	if (t->evfd >= 0)
+		close(t->evfd);
+	t->epfd = t->evfd = -1;
+	free(t->scratch);
+	t->scratch = NULL;
+}
+
+int reader_start(const struct gw_config *cfg, void (*closed)(void *token))
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned want = cpus < 2 ? 2 : cpus > READERS_MAX ? READERS_MAX : (unsigned)cpus, n;
+
+	rd.cfg = cfg;
+	rd.closed = closed;
+	rd.max_frame = cfg->body_size;
+	rd.linger_bytes = 2 * (uint64_t)cfg->body_size > LINGER_BYTES ? 2 * (uint64_t)cfg->body_size
+	                                                               : LINGER_BYTES;
+	for (n = 0; n < want; n++) {
+		struct reader *t = &rd.t[n];
+		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+
+		pthread_mutex_init(&t->lock, NULL);
+		t->stopping = 0;
+		t->epfd = epoll_create1(EPOLL_CLOEXEC);
+		t->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		t->scratch = malloc(SCRATCH);
+		if (t->epfd < 0 || t->evfd < 0 || !t->scratch ||
+		    epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->evfd, &ev) < 0 ||
+		    pthread_create(&t->thread, NULL, reader_main, t) != 0) {
+			reader_close(t);
+			pthread_mutex_destroy(&t->lock);
+			__atomic_store_n(&rd.n, n, __ATOMIC_RELEASE);
+			reader_stop();
+			return -1;
+		}
+	}
+	__atomic_store_n(&rd.n, n, __ATOMIC_RELEASE);
+	return 0;
+}
+
+void reader_stop(void)
+{
+	unsigned n = __atomic_load_n(&rd.n, __ATOMIC_ACQUIRE);
+	uint64_t one = 1;
+
+	for (unsigned i = 0; i < n; i++) {
+		struct reader *t = &rd.t[i];
+
+		pthread_mutex_lock(&t->lock);
+		t->stopping = 1;
+		pthread_mutex_unlock(&t->lock);
+		if (write(t->evfd, &one, sizeof(one)) < 0)
+			log_event(GW_LOG_WARN, "reader: eventfd write failed", NULL);
+	}
+	for (unsigned i = 0; i < n; i++) {
+		pthread_join(rd.t[i].thread, NULL);
+		reader_close(&rd.t[i]);
+	}
+}
