@@ -847,6 +847,7 @@ static void *loop_main(void *arg)
 	int64_t next_tick = gw_now_mono() + loop.tick_ms;
 
 	(void)arg;
+	pthread_setname_np(pthread_self(), "io");   /* for top -H and perf */
 	for (;;) {
 		int64_t now = gw_now_mono();
 		int i, n, timeout = next_tick > now ? (int)(next_tick - now) : 0;

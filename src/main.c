@@ -25,7 +25,6 @@
 #include "server.h"
 #include "store.h"
 
-#define TICK_MS 250   /* housekeeping period: timeouts are whole seconds */
 
 static const char usage[] =
 	"Usage: homestead-gateway [-c|--config FILE] [--check-config] [--version] [-h|--help]\n"
@@ -128,7 +127,7 @@ static int start(const struct gw_config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot restore the queues (out of memory or a store error)");
 		goto fail_registry;
 	}
-	if (conn_loop_start(registry_tick, registry_delivered, TICK_MS) < 0) {
+	if (conn_loop_start(registry_tick, registry_delivered, GW_TICK_SLICE_MS) < 0) {
 		snprintf(err, errlen, "cannot start the I/O thread: out of memory or file descriptors");
 		goto fail_registry;
 	}

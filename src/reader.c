@@ -303,6 +303,7 @@ static void *reader_main(void *arg)
 	struct epoll_event ev[64];
 	int64_t next_timed = gw_now_mono() + TIMED_MS;
 
+	pthread_setname_np(pthread_self(), "reader");   /* for top -H and perf */
 	for (;;) {
 		int64_t now = gw_now_mono();
 		int i, n, stop = 0;

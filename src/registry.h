@@ -74,10 +74,21 @@ void registry_pong(struct gw_conn *c);
  * released in between. */
 #define GW_TICK_BATCH 256
 
+/* Every conn is visited once a round, a round starts every GW_TICK_ROUND_MS
+ * and goes in slices: registry_tick is called every GW_TICK_SLICE_MS and
+ * visits at most max(GW_TICK_SLICE_MIN, conns / GW_TICK_SLICES) of them. */
+#define GW_TICK_ROUND_MS 250
+#define GW_TICK_SLICE_MS 25
+#define GW_TICK_SLICES 8
+#define GW_TICK_SLICE_MIN 1024
+
 /* Periodic: pings, read and handshake timeouts, write stalls, the output
- * cap. Each conn present for the whole call is visited once; the registry
- * lock is held only briefly, never across the walk. Call from one thread
- * (the I/O thread). */
+ * cap. Call every GW_TICK_SLICE_MS from one thread (the I/O thread): when
+ * no round is under way and GW_TICK_ROUND_MS passed since the last began,
+ * a round begins; each call goes on with the round's next slice. Each conn
+ * present for a whole round is visited once in it (with few conns, a
+ * round is one call); the registry lock is held only briefly, never
+ * across the walk. */
 void registry_tick(int64_t now_mono);
 
 /* Closes with 1008 "Key revoked." every websocket opened with a key of a
