@@ -10,6 +10,11 @@
  *
  * Sockets with a deadline - a frame stalled half-way, or a close that
  * lingers - are also on the thread's timed list, walked every TIMED_MS.
+ *
+ * A bot's handshake may block (session_join waits for the bot it replaces
+ * to answer a probe, and that bot may be read by this very thread): its
+ * socket leaves the epoll set, a thread of its own runs the join, and the
+ * socket comes back through the incoming list, as a new one does.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -46,6 +51,9 @@ struct rsock {
 	struct rsock *prev, *next;   /* the thread's sockets (under t->lock) */
 	struct rsock *tprev, *tnext; /* the timed list (thread only) */
 	struct rsock *next_new;      /* handed over, not picked up yet (under t->lock) */
+	struct reader *t;            /* its thread */
+	int joining;                 /* a join thread has the session (under t->lock) */
+	int join_rc;                 /* what session_join said (enum gw_session_rc) */
 };
 
 struct reader {
@@ -54,6 +62,7 @@ struct reader {
 	pthread_mutex_t lock;        /* protects all, incoming, stopping */
 	struct rsock *all, *incoming;
 	int stopping;
+	unsigned joining;            /* sockets out with a join thread */
 	struct rsock *timed;         /* thread only */
 	struct gw_defer defer;       /* thread only */
 	unsigned char *scratch;      /* thread only */
@@ -149,19 +158,56 @@ static void linger_read(struct reader *t, struct rsock *r)
 	r->linger_left -= (uint64_t)n;
 }
 
+static void *join_main(void *arg);
+static int keep(struct rsock *r, const unsigned char *p, size_t n);
+
+/* Hands r's session to a join thread (GW_SESSION_BLOCKED): r leaves the
+ * epoll set until the thread hands it back. */
+static void join_elsewhere(struct reader *t, struct rsock *r)
+{
+	pthread_attr_t a;
+	pthread_t th;
+	int rc = -1;
+
+	epoll_ctl(t->epfd, EPOLL_CTL_DEL, r->fd, NULL);
+	timed_set(t, r, 0);
+	defer_flush(&t->defer);   /* what the peer is owed goes first */
+	pthread_mutex_lock(&t->lock);
+	r->joining = 1;
+	t->joining++;
+	pthread_mutex_unlock(&t->lock);
+	if (pthread_attr_init(&a) == 0) {
+		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+		rc = pthread_create(&th, &a, join_main, r);
+		pthread_attr_destroy(&a);
+	}
+	if (rc != 0)
+		join_main(r);   /* no thread: here, then (it may block this reader) */
+}
+
 /* Hands the whole frames at the start of p (n bytes) to the session.
- * Returns the bytes they took, or SIZE_MAX when the session ended. */
+ * Returns the bytes they took, or SIZE_MAX when the session ended or went
+ * to a join thread (r's buffer then holds what follows). */
 static size_t parse(struct reader *t, struct rsock *r, unsigned char *p, size_t n)
 {
 	size_t off = 0, used;
 	struct gw_frame f;
 
 	while ((used = frame_parse(p + off, n - off, rd.max_frame, &f)) > 0) {
+		int rc;
+
 		off += used;
-		if (!session_frame(r->s, &t->defer, f.bits, f.data, (size_t)f.len)) {
-			end_session(t, r, NULL, 1);
+		rc = session_frame(r->s, &t->defer, f.bits, f.data, (size_t)f.len);
+		if (rc == GW_SESSION_GO_ON)
+			continue;
+		if (rc == GW_SESSION_BLOCKED && keep(r, p + off, n - off) == 0) {
+			join_elsewhere(t, r);
 			return SIZE_MAX;
 		}
+		if (rc == GW_SESSION_BLOCKED)
+			conn_set_why(session_conn(r->s), "out of memory");
+		end_session(t, r, NULL, 1);
+		return SIZE_MAX;
 	}
 	return off;
 }
@@ -279,6 +325,18 @@ static int take_new(struct reader *t)
 		size_t used;
 
 		next = r->next_new;
+		if (r->joining) {   /* back from a join thread */
+			pthread_mutex_lock(&t->lock);
+			r->joining = 0;
+			t->joining--;
+			pthread_mutex_unlock(&t->lock);
+			if (r->join_rc != GW_SESSION_GO_ON) {
+				end_session(t, r, NULL, 1);
+				if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, r->fd, &ev) < 0)
+					rsock_free(t, r);   /* no lingering then */
+				continue;
+			}
+		}
 		if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, r->fd, &ev) < 0) {
 			conn_set_why(session_conn(r->s), "out of memory");
 			end_session(t, r, NULL, 0);
@@ -295,6 +353,23 @@ static int take_new(struct reader *t)
 			timed_set(t, r, gw_now_mono() + (int64_t)rd.cfg->request_timeout * 1000);
 	}
 	return stop;
+}
+
+/* A join thread: the bot's join, then r goes back to its reader. */
+static void *join_main(void *arg)
+{
+	struct rsock *r = arg;
+	struct reader *t = r->t;
+	uint64_t one = 1;
+
+	r->join_rc = session_join(r->s);
+	pthread_mutex_lock(&t->lock);
+	r->next_new = t->incoming;
+	t->incoming = r;
+	pthread_mutex_unlock(&t->lock);
+	if (write(t->evfd, &one, sizeof(one)) < 0)
+		log_event(GW_LOG_WARN, "reader: eventfd write failed", NULL);
+	return NULL;
 }
 
 static void *reader_main(void *arg)
@@ -329,18 +404,28 @@ static void *reader_main(void *arg)
 		if (stop)
 			break;
 	}
-	/* stopping: whoever is still here ends now */
+	/* stopping: whoever is still here ends now; a socket out with a join
+	 * thread is waited for (the join ends within bot_probe_timeout, at
+	 * once when the bot it waits on leaves, as every other peer does now) */
 	for (;;) {
 		struct rsock *r;
+		unsigned joining;
 
 		pthread_mutex_lock(&t->lock);
-		r = t->all;
+		for (r = t->all; r && r->joining; r = r->next)
+			;
+		joining = t->joining;
 		pthread_mutex_unlock(&t->lock);
-		if (!r)
+		if (r) {
+			if (r->s)
+				conn_set_why(session_conn(r->s), "shutdown");
+			end_session(t, r, NULL, 0);
+			continue;
+		}
+		if (!joining)
 			break;
-		if (r->s)
-			conn_set_why(session_conn(r->s), "shutdown");
-		end_session(t, r, NULL, 0);
+		epoll_wait(t->epfd, ev, 64, 100);   /* the eventfd: one came back */
+		take_new(t);
 	}
 	defer_free(&t->defer);
 	return NULL;
@@ -376,6 +461,7 @@ int reader_add(struct gw_session *s, int fd, const void *early, size_t n, void *
 	r->fd = fd;
 	r->s = s;
 	r->token = token;
+	r->t = t;
 	pthread_mutex_lock(&t->lock);
 	stopping = t->stopping;
 	if (!stopping) {

@@ -306,8 +306,11 @@ static void unregister(struct gw_conn *c)
 		return;
 	c->registered = 0;
 	if (c->hs.role == GW_ROLE_BOT) {
-		if (reg.bot == c)
+		if (reg.bot == c) {
 			reg.bot = NULL;
+			/* a new bot's probe of this one need not wait any longer */
+			pthread_cond_broadcast(&reg.pong);
+		}
 		reg.nbots--;
 	} else {
 		struct gw_channel *ch = c->channel;

@@ -86,21 +86,12 @@ static int close_with(struct gw_conn *c, int code, const char *reason, const cha
 	return 0;
 }
 
-static int on_handshake(struct gw_session *s, const char *data, size_t len)
+/* The handshake is decoded: joins the registry, or refuses. */
+static int join(struct gw_session *s)
 {
 	struct gw_conn *c = s->conn;
-	enum gw_reject rj = proto_decode_handshake(data, len, &c->hs);
-	enum gw_join j;
+	enum gw_join j = registry_join(c, s->defer);
 
-	if (rj != GW_OK) {
-		metrics_inc(GW_M_REJECT_400);
-		log_event(GW_LOG_INFO, "rejected", "remote", c->remote, "reason", "bad handshake",
-		          "code", "400", NULL);
-		return reply_and_close(c, rj == GW_REJECT_UNKNOWN_TYPE ? "Unknown handshake."
-		                                                        : "Malformed handshake.",
-		                       400, "bad handshake");
-	}
-	j = registry_join(c, s->defer);
 	proto_handshake_release(&c->hs);   /* since served its purpose */
 	if (j == GW_JOIN_FORBIDDEN) {
 		log_event(GW_LOG_WARN, "rejected", "remote", c->remote, "reason", "key not allowed for role",
@@ -123,6 +114,39 @@ static int on_handshake(struct gw_session *s, const char *data, size_t len)
 	else
 		log_event(GW_LOG_INFO, "bot connected", "remote", c->remote, "bot_id", c->hs.bot_id, NULL);
 	return 1;
+}
+
+static int on_handshake(struct gw_session *s, const char *data, size_t len)
+{
+	struct gw_conn *c = s->conn;
+	enum gw_reject rj = proto_decode_handshake(data, len, &c->hs);
+
+	if (rj != GW_OK) {
+		metrics_inc(GW_M_REJECT_400);
+		log_event(GW_LOG_INFO, "rejected", "remote", c->remote, "reason", "bad handshake",
+		          "code", "400", NULL);
+		return reply_and_close(c, rj == GW_REJECT_UNKNOWN_TYPE ? "Unknown handshake."
+		                                                        : "Malformed handshake.",
+		                       400, "bad handshake");
+	}
+	/* A bot's join may wait bot_probe_timeout for the bot it replaces to
+	 * answer a ping, which that bot's reader, maybe this very thread, has
+	 * to read: the reader runs it elsewhere (session_join). */
+	if (c->hs.role == GW_ROLE_BOT)
+		return GW_SESSION_BLOCKED;
+	return join(s);
+}
+
+int session_join(struct gw_session *s)
+{
+	struct gw_defer own = GW_DEFER_INIT;
+	int rc;
+
+	s->defer = &own;
+	rc = join(s);
+	s->defer = NULL;
+	defer_free(&own);   /* flushes */
+	return rc;
 }
 
 /* Token bucket, rate_limit messages per second with bursts of twice that.

@@ -30,13 +30,25 @@ void session_free(struct gw_session *s);
 /* The conn s serves. */
 struct gw_conn *session_conn(const struct gw_session *s);
 
+/* What session_frame and session_join say. */
+enum gw_session_rc {
+	GW_SESSION_END = 0,     /* it decided to close (its close frame is queued): end it */
+	GW_SESSION_GO_ON = 1,   /* next frame, please */
+	GW_SESSION_BLOCKED = 2, /* a bot's handshake: its join may wait for another
+	                         * bot's pong; call session_join, not on a reader
+	                         * thread, and only then hand it the next frame */
+};
+
 /* One frame from the peer: bits is the header's first byte with the
  * GW_FRAME_* flags (frame.h), data its unmasked payload (the session may
- * change it). Flushes needed go into d. Returns 1 to go on, or 0: the
- * session decided to close (its close frame is queued) and wants no more
- * frames; end it. */
+ * change it). Flushes needed go into d. Returns an enum gw_session_rc. */
 int session_frame(struct gw_session *s, struct gw_defer *d, int bits, unsigned char *data,
                   size_t len);
+
+/* After GW_SESSION_BLOCKED: joins the registry (may block up to
+ * bot_probe_timeout) and returns GW_SESSION_END or GW_SESSION_GO_ON.
+ * Flushes what it queued. */
+int session_join(struct gw_session *s);
 
 /* The peer's connection ends (it closed, or we did): leaves the registry
  * (whatever the peer had not taken is handed on) and logs the disconnect

@@ -176,6 +176,49 @@ static void test_bot_conflict_when_alive(void **state)
 	ws_free(b1);
 }
 
+/* b1 answers the next probe ping with its pong; returns 0, or -1 if none
+ * came within T. */
+static int answer_probe(struct ws *b1)
+{
+	struct ws_frame f;
+
+	while (ws_recv_frame(b1, &f, T) == 0) {
+		int probe = f.opcode == 9;
+
+		if (probe)
+			ws_send_frame(b1, 1, 10, f.data, f.len, 1, 0);
+		ws_frame_free(&f);
+		if (probe)
+			return 0;
+	}
+	return -1;
+}
+
+/* Sockets go to the reader threads in turn (reader.c): a newcomer lands on
+ * the old bot's reader at least once in 8 tries (there are 2 to 8). Its
+ * join waits for the old bot's pong, which that same reader must read: it
+ * waits elsewhere, so the old bot answers in time every time. */
+static void test_bot_conflict_same_reader(void **state)
+{
+	struct ws *b1 = gw_bot(&gw, "b1");
+
+	(void)state;
+	assert_non_null(b1);
+	for (int i = 0; i < 8; i++) {
+		struct ws *b2 = raw("/sync?api_key=test-key");
+
+		ws_send_text(b2, "{\"type\":\"bot\",\"data\":{\"bot_id\":\"b2\"}}");
+		assert_int_equal(answer_probe(b1), 0);
+		expect_error_then_close(b2, 409, "Bot already connected.");
+		ws_free(b2);
+	}
+	it_bot_send(b1, "m1", "c1", "hi");
+	json_t *ack = it_wait_ack(b1, "m1", T);
+	assert_non_null(ack);
+	json_decref(ack);
+	ws_free(b1);
+}
+
 static void test_bot_replaced_when_silent(void **state)
 {
 	struct ws *b1 = gw_bot(&gw, "b1"), *b2;
@@ -793,6 +836,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_handshake_errors, up, down),
 		cmocka_unit_test_setup_teardown(test_handshake_timeout, up, down),
 		cmocka_unit_test_setup_teardown(test_bot_conflict_when_alive, up, down),
+		cmocka_unit_test_setup_teardown(test_bot_conflict_same_reader, up, down),
 		cmocka_unit_test_setup_teardown(test_bot_replaced_when_silent, up, down),
 		cmocka_unit_test_setup_teardown(test_mod_to_bot_completed_shape, up, down),
 		cmocka_unit_test_setup_teardown(test_bot_to_mods_fanout, up, down),
