@@ -363,12 +363,14 @@ static void *join_main(void *arg)
 	uint64_t one = 1;
 
 	r->join_rc = session_join(r->s);
+	/* the wake-up inside the lock: once the reader took r back it may
+	 * stop and close its eventfd */
 	pthread_mutex_lock(&t->lock);
 	r->next_new = t->incoming;
 	t->incoming = r;
-	pthread_mutex_unlock(&t->lock);
 	if (write(t->evfd, &one, sizeof(one)) < 0)
 		log_event(GW_LOG_WARN, "reader: eventfd write failed", NULL);
+	pthread_mutex_unlock(&t->lock);
 	return NULL;
 }
 
@@ -472,6 +474,9 @@ int reader_add(struct gw_session *s, int fd, const void *early, size_t n, void *
 		t->all = r;
 		r->next_new = t->incoming;
 		t->incoming = r;
+		/* inside the lock: a stopping reader closes its eventfd */
+		if (write(t->evfd, &one, sizeof(one)) < 0)
+			log_event(GW_LOG_WARN, "reader: eventfd write failed", NULL);
 	}
 	pthread_mutex_unlock(&t->lock);
 	if (stopping) {   /* the gateway stops: its readers are gone or going */
@@ -480,8 +485,6 @@ int reader_add(struct gw_session *s, int fd, const void *early, size_t n, void *
 		refuse(s, fd, token, "shutdown");
 		return -1;
 	}
-	if (write(t->evfd, &one, sizeof(one)) < 0)
-		log_event(GW_LOG_WARN, "reader: eventfd write failed", NULL);
 	return 0;
 }
 
