@@ -534,7 +534,6 @@ void conn_pong(struct gw_conn *c, const void *data, size_t len)
 	c->pong_len = (unsigned char)len;
 	c->pong_due = 1;
 	pthread_mutex_unlock(&c->lock);
-	conn_flush(c);
 }
 
 int conn_closing(struct gw_conn *c)

@@ -191,7 +191,8 @@ size_t conn_charge(struct gw_conn *c);
 
 /* Answers a ping (payload data, len <= 125). Only the latest ping of a
  * burst is answered (RFC 6455 5.5.3): the pong goes out with the next send,
- * so a ping flood costs no memory. Flushes. */
+ * so a ping flood costs no memory, and one send per burst at most. Does
+ * not send: flush (conn_flush, or defer_add). */
 void conn_pong(struct gw_conn *c, const void *data, size_t len);
 
 /* Sends what the socket takes now. Never blocks. On a socket error the peer

@@ -300,6 +300,7 @@ static int on_frame(struct gw_session *s, int bits, char *data, size_t len)
 	}
 	case GW_OP_PING:
 		conn_pong(c, data, len);
+		defer_add(s->defer, c);   /* sent with the batch: one pong per burst */
 		return 1;
 	case GW_OP_PONG:
 		registry_pong(c);
