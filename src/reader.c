@@ -72,7 +72,6 @@ static struct {
 	struct reader t[READERS_MAX];
 	unsigned n;
 	unsigned next;               /* atomic: round robin */
-	size_t count;                /* atomic: sockets held */
 	const struct gw_config *cfg;
 	uint64_t max_frame, linger_bytes;
 	void (*closed)(void *token);
@@ -115,7 +114,6 @@ static void rsock_free(struct reader *t, struct rsock *r)
 		rd.closed(r->token);
 	free(r->buf);
 	free(r);
-	__atomic_sub_fetch(&rd.count, 1, __ATOMIC_RELAXED);
 }
 
 /* The peer's session ends; its socket stays open if `linger`, else it is
@@ -467,7 +465,6 @@ int reader_add(struct gw_session *s, int fd, const void *early, size_t n, void *
 	pthread_mutex_lock(&t->lock);
 	stopping = t->stopping;
 	if (!stopping) {
-		__atomic_add_fetch(&rd.count, 1, __ATOMIC_RELAXED);
 		r->next = t->all;
 		if (t->all)
 			t->all->prev = r;
@@ -486,11 +483,6 @@ int reader_add(struct gw_session *s, int fd, const void *early, size_t n, void *
 		return -1;
 	}
 	return 0;
-}
-
-size_t reader_count(void)
-{
-	return __atomic_load_n(&rd.count, __ATOMIC_RELAXED);
 }
 
 /* Frees a stopped reader's resources; its lock and stopping flag stay

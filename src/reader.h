@@ -41,7 +41,4 @@ int reader_add(struct gw_session *s, int fd, const void *early, size_t n, void *
  * the threads. Call after the peers were asked to close. */
 void reader_stop(void);
 
-/* Sockets the readers hold (open or lingering). Thread-safe. */
-size_t reader_count(void);
-
 #endif
