@@ -180,6 +180,7 @@ static void test_online_kept_as_history(void **state)
 	struct gw_proc gw;
 	struct ws *m, *b;
 	char id[16];
+	int last = 0;
 
 	(void)state;
 	assert_int_equal(gw_start(&gw, store_ini), 0);
@@ -190,6 +191,13 @@ static void test_online_kept_as_history(void **state)
 		send_acked(m, 0, id, "s1", "c1", "completed");
 		send_acked(b, 1, id, NULL, "c1", "completed");
 	}
+	/* "completed" means handed to the mod, not yet sent: its last message
+	 * is its until it has read it (one it did not take would go back to
+	 * its queue, as it should). The bot read the mod's o199 before its own
+	 * ack, which came after it on its connection. */
+	for (json_t *j; !last && (j = it_wait_msg(m, T)) != NULL; json_decref(j))
+		last = strcmp(it_str(j, "msg_id"), "o199") == 0;
+	assert_true(last);
 	ws_free(m);
 	ws_free(b);
 	assert_int_equal(gw_stop(&gw, SIGKILL, 5000), 128 + SIGKILL);
