@@ -17,7 +17,6 @@
  * socket comes back through the incoming list, as a new one does.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -62,7 +61,6 @@ struct reader {
 	pthread_mutex_t lock;        /* protects all, incoming, stopping */
 	struct rsock *all, *incoming;
 	int stopping;
-	unsigned joining;            /* sockets out with a join thread */
 	struct rsock *timed;         /* thread only */
 	struct gw_defer defer;       /* thread only */
 	unsigned char *scratch;      /* thread only */
@@ -121,9 +119,7 @@ static void rsock_free(struct reader *t, struct rsock *r)
 static void end_session(struct reader *t, struct rsock *r, const char *why, int linger)
 {
 	if (r->s) {
-		defer_flush(&t->defer);   /* what the peer is owed goes before its close */
-		session_end(r->s, &t->defer, why);
-		defer_flush(&t->defer);
+		session_end(r->s, &t->defer, why);   /* flushes before and after */
 		session_free(r->s);
 		r->s = NULL;
 	}
@@ -172,7 +168,6 @@ static void join_elsewhere(struct reader *t, struct rsock *r)
 	defer_flush(&t->defer);   /* what the peer is owed goes first */
 	pthread_mutex_lock(&t->lock);
 	r->joining = 1;
-	t->joining++;
 	pthread_mutex_unlock(&t->lock);
 	if (pthread_attr_init(&a) == 0) {
 		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
@@ -202,9 +197,7 @@ static size_t parse(struct reader *t, struct rsock *r, unsigned char *p, size_t 
 			join_elsewhere(t, r);
 			return SIZE_MAX;
 		}
-		if (rc == GW_SESSION_BLOCKED)
-			conn_set_why(session_conn(r->s), "out of memory");
-		end_session(t, r, NULL, 1);
+		end_session(t, r, rc == GW_SESSION_BLOCKED ? "out of memory" : NULL, 1);
 		return SIZE_MAX;
 	}
 	return off;
@@ -238,12 +231,33 @@ static int keep(struct rsock *r, const unsigned char *p, size_t n)
 	return 0;
 }
 
+/* Hands the whole frames among r's n unparsed bytes at p (the scratch
+ * buffer, or r's own) to the session and keeps the start of an incomplete
+ * one, which may then stall request_timeout without a byte. */
+static void digest(struct reader *t, struct rsock *r, unsigned char *p, size_t n)
+{
+	size_t used = parse(t, r, p, n);
+
+	if (used == SIZE_MAX)
+		return;
+	if (keep(r, p + used, n - used) < 0) {
+		end_session(t, r, "out of memory", 0);
+		return;
+	}
+	if (r->len == 0 && r->cap > SCRATCH) {   /* a big frame passed: let its buffer go */
+		free(r->buf);
+		r->buf = NULL;
+		r->cap = 0;
+	}
+	timed_set(t, r, r->len ? gw_now_mono() + (int64_t)rd.cfg->request_timeout * 1000 : 0);
+}
+
 /* r is readable: one read (the others' turn comes before the next), then
  * every whole frame it completed. */
 static void serve(struct reader *t, struct rsock *r)
 {
 	unsigned char *p;
-	size_t room, used;
+	size_t room;
 	ssize_t n;
 
 	if (!r->s) {
@@ -257,8 +271,7 @@ static void serve(struct reader *t, struct rsock *r)
 		/* the rest of a frame: read after what we have (the frame is at
 		 * most body_size, so the buffer stays within twice that) */
 		if (grow(r, r->len + SCRATCH / 4) < 0) {
-			conn_set_why(session_conn(r->s), "out of memory");
-			end_session(t, r, NULL, 0);
+			end_session(t, r, "out of memory", 0);
 			return;
 		}
 		p = r->buf;
@@ -271,21 +284,7 @@ static void serve(struct reader *t, struct rsock *r)
 		end_session(t, r, NULL, 0);   /* EOF or an error: the peer is gone */
 		return;
 	}
-	used = parse(t, r, p, r->len + (size_t)n);
-	if (used == SIZE_MAX)
-		return;
-	if (keep(r, p + used, r->len + (size_t)n - used) < 0) {
-		conn_set_why(session_conn(r->s), "out of memory");
-		end_session(t, r, NULL, 0);
-		return;
-	}
-	if (r->len == 0 && r->cap > SCRATCH) {   /* a big frame passed: let its buffer go */
-		free(r->buf);
-		r->buf = NULL;
-		r->cap = 0;
-	}
-	/* a frame half-way may stall request_timeout without a byte */
-	timed_set(t, r, r->len ? gw_now_mono() + (int64_t)rd.cfg->request_timeout * 1000 : 0);
+	digest(t, r, p, r->len + (size_t)n);
 }
 
 /* Deadlines: stalled frames end, lingering closes finish. */
@@ -320,13 +319,11 @@ static int take_new(struct reader *t)
 	pthread_mutex_unlock(&t->lock);
 	for (; r; r = next) {
 		struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.ptr = r };
-		size_t used;
 
 		next = r->next_new;
 		if (r->joining) {   /* back from a join thread */
 			pthread_mutex_lock(&t->lock);
 			r->joining = 0;
-			t->joining--;
 			pthread_mutex_unlock(&t->lock);
 			if (r->join_rc != GW_SESSION_GO_ON) {
 				end_session(t, r, NULL, 1);
@@ -335,20 +332,10 @@ static int take_new(struct reader *t)
 				continue;
 			}
 		}
-		if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, r->fd, &ev) < 0) {
-			conn_set_why(session_conn(r->s), "out of memory");
-			end_session(t, r, NULL, 0);
-			continue;
-		}
-		if (r->len == 0)
-			continue;
-		/* frames that came with the upgrade */
-		used = parse(t, r, r->buf, r->len);
-		if (used == SIZE_MAX)
-			continue;
-		(void)keep(r, r->buf + used, r->len - used);   /* never grows */
-		if (r->len)
-			timed_set(t, r, gw_now_mono() + (int64_t)rd.cfg->request_timeout * 1000);
+		if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, r->fd, &ev) < 0)
+			end_session(t, r, "out of memory", 0);
+		else if (r->len)   /* frames that came with the upgrade, or after a join */
+			digest(t, r, r->buf, r->len);
 	}
 	return stop;
 }
@@ -395,10 +382,8 @@ static void *reader_main(void *arg)
 		 * send, the bot every mod's messages of the batch in one */
 		defer_flush(&t->defer);
 		now = gw_now_mono();
-		if (t->timed && now >= next_timed) {
+		if (now >= next_timed) {   /* an empty timed list: nothing to do */
 			expire(t, now);
-			next_timed = now + TIMED_MS;
-		} else if (!t->timed) {
 			next_timed = now + TIMED_MS;
 		}
 		if (stop)
@@ -409,20 +394,18 @@ static void *reader_main(void *arg)
 	 * once when the bot it waits on leaves, as every other peer does now) */
 	for (;;) {
 		struct rsock *r;
-		unsigned joining;
+		int left;
 
 		pthread_mutex_lock(&t->lock);
 		for (r = t->all; r && r->joining; r = r->next)
 			;
-		joining = t->joining;
+		left = t->all != NULL;   /* if r is NULL, all of them are joining */
 		pthread_mutex_unlock(&t->lock);
 		if (r) {
-			if (r->s)
-				conn_set_why(session_conn(r->s), "shutdown");
-			end_session(t, r, NULL, 0);
+			end_session(t, r, "shutdown", 0);
 			continue;
 		}
-		if (!joining)
+		if (!left)
 			break;
 		epoll_wait(t->epfd, ev, 64, 100);   /* the eventfd: one came back */
 		take_new(t);
@@ -434,8 +417,7 @@ static void *reader_main(void *arg)
 /* Ends a socket no reader took. */
 static void refuse(struct gw_session *s, int fd, void *token, const char *why)
 {
-	conn_set_why(session_conn(s), why);
-	session_end(s, NULL, NULL);
+	session_end(s, NULL, why);
 	session_free(s);
 	close(fd);
 	if (rd.closed)
