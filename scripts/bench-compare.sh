@@ -1,9 +1,10 @@
 #!/bin/sh
 # Runs homestead-bench's flood, tflood, trate, fanout, big and idle scenarios
-# against HomesteadGateway and against the two benchmark references in
+# against HomesteadGateway and against the benchmark references in
 # scripts/bench-ref (Go with gorilla/websocket, Node with ws: the same /sync
-# subset, in memory, no queues) and prints one table, then the C gateway's
-# ratios to Go's on tflood and trate. Each scenario gets a fresh server
+# subset, in memory, no queues; and relay, a bare one-thread epoll relay in C
+# that forwards frames verbatim with fixed acks: the ceiling) and prints one
+# table, then the C gateway's ratios to Go's on tflood and trate. Each scenario gets a fresh server
 # process on a fresh loopback port, so its peak RSS (VmHWM) and CPU time are
 # that scenario's alone; the figures are read from /proc/PID of the server
 # process itself (the gateway binary, the Go binary, node), never of a
@@ -23,7 +24,7 @@
 #                         run (by msg/s, deliveries/s, MB/s, bring-up time)
 #   BENCH_ONLY="flood big"        only these scenarios (flood tflood trate fanout
 #                                 big idle)
-#   BENCH_SERVERS="homestead go"  only these servers (homestead go node)
+#   BENCH_SERVERS="homestead go"  only these servers (homestead go node relay)
 #   BENCH_IDLE_MODS=N     mods idle holds (default 2000; quick: 200)
 #   BENCH_KEEP=1          keep the temp folder (config, server output)
 # Columns: as scripts/bench.sh: bench = homestead-bench's own CPU (% of one
@@ -36,7 +37,7 @@ gw=$build/homestead-gateway
 bench=$build/homestead-bench
 quick=${BENCH_QUICK:-0}
 only=${BENCH_ONLY:-"flood tflood trate fanout big idle"}
-servers=${BENCH_SERVERS:-"homestead go node"}
+servers=${BENCH_SERVERS:-"homestead go node relay"}
 runs=${BENCH_RUNS:-1}
 refnode=$top/scripts/bench-ref/node/gateway.js
 gocode=/usr/share/gocode
@@ -79,6 +80,10 @@ refgo=$refdir/gateway-go
 (cd "$top/scripts/bench-ref/go" && GO111MODULE=off GOPATH=$gocode GOCACHE=$refdir/gocache GOFLAGS='' \
 	GOPROXY=off GOTOOLCHAIN=local go build -o "$refgo" .) ||
 	{ echo "bench-compare.sh: building the Go reference failed" >&2; exit 2; }
+refrelay=$refdir/relay
+${CC:-cc} -std=c11 -O2 -Wall -Wextra -D_GNU_SOURCE -I"$top/src/tools" -o "$refrelay" \
+	"$top/scripts/bench-ref/relay/relay.c" "$top/src/tools/wsc.c" ||
+	{ echo "bench-compare.sh: building the relay reference failed" >&2; exit 2; }
 
 dir=$(mktemp -d /tmp/homestead-compare.XXXXXX) || exit 2
 pid=
@@ -97,7 +102,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -H -n)" 2>/dev/null
 idle_mods=${BENCH_IDLE_MODS:-2000}
 [ "$quick" = 1 ] && idle_mods=${BENCH_IDLE_MODS:-200}
 
-# Starts server $1 (homestead, go, node) for scenario $2 on a free port: sets
+# Starts server $1 (homestead, go, node, relay) for scenario $2 on a free port: sets
 # $pid and $port. Each server is a simple command run in the background, so
 # $! is the server process itself, not a shell.
 start_server() {
@@ -118,8 +123,11 @@ start_server() {
 		node)
 			NODE_PATH=$nodelib node "$refnode" --port "$port" >"$dir/server.out" 2>&1 &
 			;;
+		relay)
+			"$refrelay" --port "$port" >"$dir/server.out" 2>&1 &
+			;;
 		*)
-			echo "bench-compare.sh: unknown server '$1' (homestead, go, node)" >&2
+			echo "bench-compare.sh: unknown server '$1' (homestead, go, node, relay)" >&2
 			return 1
 			;;
 		esac
