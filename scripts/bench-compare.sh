@@ -186,4 +186,17 @@ if [ -n "$a" ] && [ -n "$b" ] && [ "$b" != 0 ]; then
 	awk -v a="$a" -v b="$b" 'BEGIN { printf "trate p99: homestead %.0f us, go %.0f us = %.2fx " \
 		"(target < 1)\n", a, b, a / b }'
 fi
+# CPU per delivered message against the bare relay's: how far above the
+# ceiling this protocol's shape leaves on this machine the gateway is.
+cpu_of() {   # scenario server: the figure's "gw N us CPU/msg"
+	awk -F'|' -v sc="$1" -v sv="$2" '$1 == sc && $2 == sv &&
+		match($3, /gw [0-9.]+ us CPU/) { print substr($3, RSTART + 3, RLENGTH - 10) }' "$results"
+}
+for sc in tflood trate; do
+	a=$(cpu_of "$sc" homestead) b=$(cpu_of "$sc" relay)
+	if [ -n "$a" ] && [ -n "$b" ] && [ "$b" != 0.00 ]; then
+		awk -v sc="$sc" -v a="$a" -v b="$b" 'BEGIN { printf "%s CPU per message: homestead " \
+			"%.2f us, relay %.2f us = %.2fx the bare relay\n", sc, a, b, a / b }'
+	fi
+done
 exit $failed

@@ -208,7 +208,7 @@ run_scenario() {
 add_median() {
 	rf=${runs_file:-$dir/runs}
 	sort -t'|' -k1,1g "$rf" | sed -n "$((($1 + 1) / 2))p" >"$dir/median"
-	awk -F'|' '{ print $2 ($3 ~ /^(homestead|go|node)$/ ? "|" $3 : "") "=" $1 }' \
+	awk -F'|' '{ print $2 ($3 ~ /^(homestead|go|node|relay)$/ ? "|" $3 : "") "=" $1 }' \
 		"$dir/median" >>"$dir/keys"
 	cut -d'|' -f2- "$dir/median" |
 		awk -F'|' -v bad="$bad" 'BEGIN { OFS = "|" } { if (bad != "") $(NF - 4) = bad; print }' \
