@@ -398,8 +398,8 @@ int conn_queue_msg(struct gw_conn *c, struct gw_msg *m, uint64_t dropped, int64_
 	int rc;
 
 	pthread_mutex_lock(&c->lock);
-	if (c->later_head < c->later_len)
-		rc = later_add(c, m, dropped, 1);   /* behind the backlog */
+	if (c->later_head < c->later_len || pending_locked(c) >= GW_FEED_LOW)
+		rc = later_add(c, m, dropped, 1);   /* rendered as the output drains */
 	else
 		rc = queue_locked(c, GW_OP_TEXT, NULL, 0, m, dropped, now_real_ms);
 	recharge(c);

@@ -170,8 +170,10 @@ int conn_attach(struct gw_conn *c, int fd);
 int conn_queue(struct gw_conn *c, enum gw_opcode op, const void *data, size_t len);
 
 /* Appends a routed message frame carrying `dropped`; takes its own
- * reference on m until the frame has been sent. While c has a backlog the
- * message waits behind it (its bytes count against out_max as if sent).
+ * reference on m until the frame has been sent. While c has a backlog, or
+ * GW_FEED_LOW bytes or more are pending, the message waits unrendered in
+ * the backlog (its bytes count against out_max as if rendered): a slow
+ * reader's output then costs its messages once, not again as frames.
  * Returns 0 or -1 as above. */
 int conn_queue_msg(struct gw_conn *c, struct gw_msg *m, uint64_t dropped,
                    int64_t now_real_ms);

@@ -15,6 +15,8 @@
  *   7. a store that cannot write (file size limit: a full disk) makes
  *      messages "failed", /health "degraded" with the reason, and recovers
  *      by itself; what was acked before is delivered
+ *   8. a peer that stops reading costs each message waiting for it once
+ *      (the message), not twice (the message and its rendered frame)
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -487,6 +489,49 @@ static void test_store_fault_degrades_and_recovers(void **state)
 	gw_cleanup(&gw);
 }
 
+/* --- 8. a paused reader's output ---------------------------------------- */
+
+static void test_paused_reader_costs_each_message_once(void **state)
+{
+	enum { N = 40, SIZE = 900 * 1024 };
+	struct gw_proc gw;
+	struct ws *m, *bot;
+	char *big = filler(SIZE), id[32];
+	long before, after;
+	int sz = 65536;
+	json_t *j;
+
+	(void)state;
+	/* no history: the bot's output is all that holds the messages */
+	assert_int_equal(gw_start(&gw, QUIET "write_timeout = 600\nhistory = 0\n"), 0);
+	bot = join_bot(&gw);
+	setsockopt(bot->fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+	m = join_mod(&gw, "s1", "c1");
+	(void)send_acked(m, "s1", "c1", "warm", "x", T * gw_slack(&gw));
+	j = it_wait_msg(bot, T);   /* "warm": the bot reads no more until the end */
+	assert_non_null(j);
+	json_decref(j);
+	before = gw_rss_kb(&gw);
+	for (int i = 0; i < N; i++) {
+		snprintf(id, sizeof(id), "p%d", i);
+		assert_string_equal(send_acked(m, "s1", "c1", id, big, T * gw_slack(&gw)),
+		                    "completed");
+	}
+	after = gw_rss_kb(&gw);
+	print_message("paused reader: %d x %d KB waiting, RSS %ld -> %ld kB\n", N, SIZE / 1024,
+	              before, after);
+	/* the messages themselves, 36 MB, and a little: not their frames too */
+	if (gw_runtime(&gw) == 0)
+		assert_true(after - before < (long)N * SIZE / 1024 * 3 / 2);
+	assert_int_equal(read_in_order(bot, "p", 0, N, T * gw_slack(&gw)), N);
+	assert_false(gw_log_contains(&gw, "output limit reached"));
+	ws_free(m);
+	ws_free(bot);
+	free(big);
+	assert_int_equal(gw_stop(&gw, SIGTERM, 10000), 0);
+	gw_cleanup(&gw);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -497,6 +542,7 @@ int main(void)
 		cmocka_unit_test(test_output_bytes_max_drops_the_worst),
 		cmocka_unit_test(test_queue_over_output_limit_is_paced),
 		cmocka_unit_test(test_store_fault_degrades_and_recovers),
+		cmocka_unit_test(test_paused_reader_costs_each_message_once),
 	};
 
 	if (getenv("TEST_FILTER"))
