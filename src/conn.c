@@ -193,6 +193,12 @@ static void recharge(struct gw_conn *c)
 	else if (now < c->charge)
 		__atomic_sub_fetch(&out_total, c->charge - now, __ATOMIC_RELAXED);
 	c->charge = now;
+	if (now >= c->out_max / 2) {
+		if (!c->behind_since_ms)
+			c->behind_since_ms = gw_now_mono();
+	} else if (now < c->out_max / 4) {
+		c->behind_since_ms = 0;
+	}
 }
 
 /* An append failed (over out_max, or no memory): c takes nothing more, so
@@ -413,6 +419,18 @@ int conn_queue_backlog(struct gw_conn *c, struct gw_msg *m, uint64_t dropped)
 
 	pthread_mutex_lock(&c->lock);
 	rc = later_add(c, m, dropped, 0);
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+int conn_backed_up(struct gw_conn *c, int64_t now_mono, int64_t patience_ms)
+{
+	int rc;
+
+	pthread_mutex_lock(&c->lock);
+	rc = c->behind_since_ms && c->state != GW_CONN_CLOSING && c->state != GW_CONN_DEAD &&
+	     c->fd >= 0 && !c->over_limit && now_mono - c->write_progress_ms < GW_PACE_STALL_MS &&
+	     now_mono - c->behind_since_ms < patience_ms;
 	pthread_mutex_unlock(&c->lock);
 	return rc;
 }

@@ -29,6 +29,7 @@
 #define GW_OUT_MIN ((size_t)64 << 20) /* the least pending output a peer may have */
 #define GW_FEED_LOW ((size_t)1 << 20) /* a backlog is rendered while less is pending */
 #define GW_CLOSE_GRACE_MS 1000        /* a closing peer's time to answer */
+#define GW_PACE_STALL_MS 250          /* a recipient that took nothing this long is not waited for */
 
 /* WebSocket opcodes (RFC 6455 5.2). */
 enum gw_opcode {
@@ -112,6 +113,7 @@ struct gw_conn {
 	size_t charge;               /* what c adds to the output total */
 	int over_limit;              /* an append failed: it takes nothing more */
 	int64_t write_progress_ms;   /* monotonic: last progress or when output began */
+	int64_t behind_since_ms;     /* monotonic: its charge went over out_max / 2 (0: under a quarter) */
 	int64_t close_deadline_ms;   /* monotonic: abort if still open then (0 = none) */
 	unsigned char pong[125];     /* the latest ping's payload, answered at the next send */
 	unsigned char pong_len;
@@ -168,6 +170,14 @@ int conn_attach(struct gw_conn *c, int fd);
  * is over its out_max (then the peer is aborted). Does not send: call
  * conn_flush(), or defer_add() (defer.h). */
 int conn_queue(struct gw_conn *c, enum gw_opcode op, const void *data, size_t len);
+
+/* 1 if c is behind but draining: over half its out_max waits for it, it
+ * took bytes within GW_PACE_STALL_MS, and it has been over half for less
+ * than patience_ms. Its senders may then wait for it (reader.c), so a
+ * reader that is merely slower than its senders is paced, not dropped;
+ * one that stops, or stays behind for patience_ms, is not waited for and
+ * meets its limits. */
+int conn_backed_up(struct gw_conn *c, int64_t now_mono, int64_t patience_ms);
 
 /* Appends a routed message frame carrying `dropped`; takes its own
  * reference on m until the frame has been sent. While c has a backlog, or

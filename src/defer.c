@@ -78,9 +78,21 @@ void defer_flush(struct gw_defer *d)
 	}
 }
 
+void defer_pace(struct gw_defer *d, struct gw_conn *c)
+{
+	if (!d->pace) {
+		conn_ref(c);
+		d->pace = c;
+	}
+}
+
 void defer_free(struct gw_defer *d)
 {
 	defer_flush(d);
+	if (d->pace) {
+		conn_unref(d->pace);
+		d->pace = NULL;
+	}
 	free(d->slot);
 	d->slot = NULL;
 	d->cap = 0;

@@ -21,9 +21,13 @@ struct gw_conn;
 struct gw_defer {
 	struct gw_conn **slot;   /* open addressing, cap slots (a power of 2) */
 	size_t n, cap;
+	/* a recipient that is behind but draining (conn_backed_up), when one was
+	 * routed to: the sender of the frame may wait for it (a reference; the
+	 * reader takes it, see reader.c) */
+	struct gw_conn *pace;
 };
 
-#define GW_DEFER_INIT { NULL, 0, 0 }
+#define GW_DEFER_INIT { NULL, 0, 0, NULL }
 
 /* Adds c to d once. When d is full, what it holds is flushed first; when it
  * cannot get memory at all, c is flushed at once. A flush never blocks, so
@@ -33,7 +37,11 @@ void defer_add(struct gw_defer *d, struct gw_conn *c);
 /* Flushes every conn in d and empties it (keeping its memory). */
 void defer_flush(struct gw_defer *d);
 
-/* defer_flush, then frees d's memory (d is GW_DEFER_INIT again). */
+/* Notes that c is behind but draining (keeps the first one noted). */
+void defer_pace(struct gw_defer *d, struct gw_conn *c);
+
+/* defer_flush, then frees d's memory and drops its pace (d is
+ * GW_DEFER_INIT again). */
 void defer_free(struct gw_defer *d);
 
 #endif

@@ -11,6 +11,13 @@
  * Sockets with a deadline - a frame stalled half-way, or a close that
  * lingers - are also on the thread's timed list, walked every TIMED_MS.
  *
+ * Pacing: when a socket's frames went to a recipient that is behind but
+ * draining (conn_backed_up: the bot, over half its output limit), the
+ * socket is not read for PACE_MS, then again only once the recipient is
+ * no longer behind. Its peer waits in its own send (TCP holds its bytes);
+ * nobody else waits, and a recipient that stops draining, or stays behind
+ * for write_timeout, is not waited for: its limits deal with it.
+ *
  * A bot's handshake may block (session_join waits for the bot it replaces
  * to answer a probe, and that bot may be read by this very thread): its
  * socket leaves the epoll set, a thread of its own runs the join, and the
@@ -27,6 +34,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "conn.h"
 #include "defer.h"
 #include "frame.h"
 #include "log.h"
@@ -38,6 +46,7 @@
 #define TIMED_MS 100             /* how often deadlines are looked at */
 #define LINGER_MS 2000           /* a close reads what the peer still sends this long */
 #define LINGER_BYTES ((uint64_t)64 << 20)   /* ... or this much (or 2 x body_size) */
+#define PACE_MS 1                /* a paced socket looks at its recipient this often */
 
 struct rsock {
 	int fd;
@@ -50,6 +59,9 @@ struct rsock {
 	struct rsock *prev, *next;   /* the thread's sockets (under t->lock) */
 	struct rsock *tprev, *tnext; /* the timed list (thread only) */
 	struct rsock *next_new;      /* handed over, not picked up yet (under t->lock) */
+	struct gw_conn *pace_on;     /* paced: the recipient it waits for (a reference) */
+	int64_t resume_ms;           /* paced: when to look at it again (monotonic) */
+	struct rsock *pprev, *pnext; /* the paced list (thread only) */
 	struct reader *t;            /* its thread */
 	int joining;                 /* a join thread has the session (under t->lock) */
 	int join_rc;                 /* what session_join said (enum gw_session_rc) */
@@ -62,6 +74,7 @@ struct reader {
 	struct rsock *all, *incoming;
 	int stopping;
 	struct rsock *timed;         /* thread only */
+	struct rsock *paced;         /* thread only */
 	struct gw_defer defer;       /* thread only */
 	unsigned char *scratch;      /* thread only */
 };
@@ -94,10 +107,68 @@ static void timed_set(struct reader *t, struct rsock *r, int64_t deadline)
 	r->deadline_ms = deadline;
 }
 
+/* r is read again (if `rearm`) and waits for nobody. */
+static void unpace(struct reader *t, struct rsock *r, int rearm)
+{
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.ptr = r };
+
+	if (!r->pace_on)
+		return;
+	conn_unref(r->pace_on);
+	r->pace_on = NULL;
+	if (r->pprev)
+		r->pprev->pnext = r->pnext;
+	else
+		t->paced = r->pnext;
+	if (r->pnext)
+		r->pnext->pprev = r->pprev;
+	if (rearm && epoll_ctl(t->epfd, EPOLL_CTL_MOD, r->fd, &ev) < 0)
+		log_event(GW_LOG_WARN, "reader: epoll_ctl failed", NULL);
+}
+
+/* The frames just read from r went to a recipient that is behind but
+ * draining (t->defer.pace): r is not read until it caught up. */
+static void pace(struct reader *t, struct rsock *r)
+{
+	struct epoll_event ev = { .events = 0, .data.ptr = r };
+	struct gw_conn *c = t->defer.pace;
+
+	t->defer.pace = NULL;
+	if (r->pace_on || epoll_ctl(t->epfd, EPOLL_CTL_MOD, r->fd, &ev) < 0) {
+		conn_unref(c);
+		return;
+	}
+	r->pace_on = c;
+	r->resume_ms = gw_now_mono() + PACE_MS;
+	r->pprev = NULL;
+	r->pnext = t->paced;
+	if (t->paced)
+		t->paced->pprev = r;
+	t->paced = r;
+}
+
+/* Paced sockets whose time came: read again once their recipient caught
+ * up (or stopped draining, or has been behind for write_timeout). */
+static void pace_check(struct reader *t, int64_t now)
+{
+	struct rsock *r = t->paced, *next;
+
+	for (; r; r = next) {
+		next = r->pnext;
+		if (now < r->resume_ms)
+			continue;
+		if (conn_backed_up(r->pace_on, now, rd.cfg->write_timeout * 1000LL))
+			r->resume_ms = now + PACE_MS;
+		else
+			unpace(t, r, 1);
+	}
+}
+
 /* The socket is done with: closed, and forgotten. */
 static void rsock_free(struct reader *t, struct rsock *r)
 {
 	timed_set(t, r, 0);
+	unpace(t, r, 0);
 	pthread_mutex_lock(&t->lock);
 	if (r->prev)
 		r->prev->next = r->next;
@@ -130,6 +201,7 @@ static void end_session(struct reader *t, struct rsock *r, const char *why, int 
 		rsock_free(t, r);
 		return;
 	}
+	unpace(t, r, 1);   /* a lingering close reads on */
 	/* FIN now (the close frame was flushed before), then read what still
 	 * comes until the peer closes too */
 	shutdown(r->fd, SHUT_WR);
@@ -165,6 +237,7 @@ static void join_elsewhere(struct reader *t, struct rsock *r)
 
 	epoll_ctl(t->epfd, EPOLL_CTL_DEL, r->fd, NULL);
 	timed_set(t, r, 0);
+	unpace(t, r, 0);
 	defer_flush(&t->defer);   /* what the peer is owed goes first */
 	pthread_mutex_lock(&t->lock);
 	r->joining = 1;
@@ -238,8 +311,15 @@ static void digest(struct reader *t, struct rsock *r, unsigned char *p, size_t n
 {
 	size_t used = parse(t, r, p, n);
 
-	if (used == SIZE_MAX)
+	if (used == SIZE_MAX) {   /* r's session ended, or is joining elsewhere */
+		if (t->defer.pace) {
+			conn_unref(t->defer.pace);
+			t->defer.pace = NULL;
+		}
 		return;
+	}
+	if (t->defer.pace)
+		pace(t, r);
 	if (keep(r, p + used, n - used) < 0) {
 		end_session(t, r, "out of memory", 0);
 		return;
@@ -296,6 +376,10 @@ static void expire(struct reader *t, int64_t now)
 		next = r->tnext;
 		if (now < r->deadline_ms)
 			continue;
+		if (r->s && r->pace_on) {   /* we are not reading it: no stall */
+			r->deadline_ms = now + (int64_t)rd.cfg->request_timeout * 1000;
+			continue;
+		}
 		if (r->s)
 			end_session(t, r, "stalled frame", 0);
 		else
@@ -371,6 +455,9 @@ static void *reader_main(void *arg)
 		int i, n, stop = 0;
 		int timeout = t->timed ? (next_timed > now ? (int)(next_timed - now) : 0) : -1;
 
+		if (t->paced && (timeout < 0 || timeout > PACE_MS))
+			timeout = PACE_MS;
+
 		n = epoll_wait(t->epfd, ev, 64, timeout);
 		for (i = 0; i < n; i++) {
 			if (ev[i].data.ptr == NULL)
@@ -382,6 +469,8 @@ static void *reader_main(void *arg)
 		 * send, the bot every mod's messages of the batch in one */
 		defer_flush(&t->defer);
 		now = gw_now_mono();
+		if (t->paced)
+			pace_check(t, now);
 		if (now >= next_timed) {   /* an empty timed list: nothing to do */
 			expire(t, now);
 			next_timed = now + TIMED_MS;

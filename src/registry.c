@@ -638,6 +638,11 @@ enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m, struct gw_def
 	if (bot && conn_queue_msg(bot, m, sm->dropped, now) == 0) {
 		handed = 1;
 		defer_add(d, bot);
+		/* the bot is behind but draining: its mods wait for it rather
+		 * than push it over its limit (the bot direction only: a slow
+		 * mod must not hold the bot back from the others) */
+		if (!d->pace && conn_backed_up(bot, gw_now_mono(), reg.cfg->write_timeout * 1000LL))
+			defer_pace(d, bot);
 	}
 	for (struct gw_conn *mod = dir == GW_TO_MOD ? ch->mods : NULL; mod; mod = mod->chan_next) {
 		if (conn_queue_msg(mod, m, sm->dropped, now) == 0) {

@@ -17,6 +17,8 @@
  *      by itself; what was acked before is delivered
  *   8. a peer that stops reading costs each message waiting for it once
  *      (the message), not twice (the message and its rendered frame)
+ *   9. a bot that reads slower than a mod sends is paced, not dropped:
+ *      the mod waits, the bot gets everything, in order
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -532,6 +534,64 @@ static void test_paused_reader_costs_each_message_once(void **state)
 	gw_cleanup(&gw);
 }
 
+/* --- 9. a bot slower than its mod ---------------------------------------- */
+
+struct slow_bot {
+	struct ws *w;
+	int n, got, bad;
+};
+
+/* Reads the n messages p0.. in order, 30 ms after each (about 30 MB/s). */
+static void *slow_bot_main(void *arg)
+{
+	struct slow_bot *b = arg;
+	char id[32];
+	json_t *j;
+
+	while (b->got < b->n && (j = it_wait_msg(b->w, 3 * T)) != NULL) {
+		snprintf(id, sizeof(id), "p%d", b->got);
+		b->bad += strcmp(it_str(j, "msg_id"), id) != 0;
+		b->got++;
+		json_decref(j);
+		usleep(30000);
+	}
+	return NULL;
+}
+
+static void test_slow_bot_paced_not_dropped(void **state)
+{
+	enum { N = 120, SIZE = 900 * 1024 };   /* 108 MB: over a peer's 64 MB */
+	struct gw_proc gw;
+	struct slow_bot b = { .n = N };
+	struct ws *m;
+	char *big = filler(SIZE), id[32];
+	pthread_t th;
+	int64_t t0;
+
+	(void)state;
+	assert_int_equal(gw_start(&gw, QUIET "write_timeout = 30\n"), 0);
+	b.w = join_bot(&gw);
+	m = join_mod(&gw, "s1", "c1");
+	assert_int_equal(pthread_create(&th, NULL, slow_bot_main, &b), 0);
+	t0 = now_ms();
+	for (int i = 0; i < N; i++) {
+		snprintf(id, sizeof(id), "p%d", i);
+		assert_string_equal(send_acked(m, "s1", "c1", id, big, 3 * T * gw_slack(&gw)),
+		                    "completed");
+	}
+	print_message("slow bot: the mod sent %d x %d KB in %lld ms\n", N, SIZE / 1024,
+	              (long long)(now_ms() - t0));
+	pthread_join(th, NULL);
+	assert_int_equal(b.got, N);
+	assert_int_equal(b.bad, 0);
+	assert_false(gw_log_contains(&gw, "dropping peer"));
+	ws_free(m);
+	ws_free(b.w);
+	free(big);
+	assert_int_equal(gw_stop(&gw, SIGTERM, 10000), 0);
+	gw_cleanup(&gw);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -543,6 +603,7 @@ int main(void)
 		cmocka_unit_test(test_queue_over_output_limit_is_paced),
 		cmocka_unit_test(test_store_fault_degrades_and_recovers),
 		cmocka_unit_test(test_paused_reader_costs_each_message_once),
+		cmocka_unit_test(test_slow_bot_paced_not_dropped),
 	};
 
 	if (getenv("TEST_FILTER"))
