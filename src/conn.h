@@ -179,6 +179,15 @@ int conn_queue(struct gw_conn *c, enum gw_opcode op, const void *data, size_t le
  * meets its limits. */
 int conn_backed_up(struct gw_conn *c, int64_t now_mono, int64_t patience_ms);
 
+/* The patience for conn_backed_up: write_timeout, and at most half of
+ * read_timeout, since a paced sender is not read (nor are its pongs). */
+static inline int64_t conn_pace_patience_ms(int write_timeout_s, int read_timeout_s)
+{
+	int s = write_timeout_s < read_timeout_s / 2 ? write_timeout_s : read_timeout_s / 2;
+
+	return (int64_t)s * 1000;
+}
+
 /* Appends a routed message frame carrying `dropped`; takes its own
  * reference on m until the frame has been sent. While c has a backlog, or
  * GW_FEED_LOW bytes or more are pending, the message waits unrendered in

@@ -16,7 +16,8 @@
  * socket is not read for PACE_MS, then again only once the recipient is
  * no longer behind. Its peer waits in its own send (TCP holds its bytes);
  * nobody else waits, and a recipient that stops draining, or stays behind
- * for write_timeout, is not waited for: its limits deal with it.
+ * for write_timeout (at most half of read_timeout: the paced peer's pongs
+ * wait too), is not waited for: its limits deal with it.
  *
  * A bot's handshake may block (session_join waits for the bot it replaces
  * to answer a probe, and that bot may be read by this very thread): its
@@ -157,7 +158,8 @@ static void pace_check(struct reader *t, int64_t now)
 		next = r->pnext;
 		if (now < r->resume_ms)
 			continue;
-		if (conn_backed_up(r->pace_on, now, rd.cfg->write_timeout * 1000LL))
+		if (conn_backed_up(r->pace_on, now, conn_pace_patience_ms(rd.cfg->write_timeout,
+		                                                           rd.cfg->read_timeout)))
 			r->resume_ms = now + PACE_MS;
 		else
 			unpace(t, r, 1);
