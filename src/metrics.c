@@ -87,6 +87,9 @@ size_t metrics_render(const struct gw_stats *st, int64_t uptime_s, char *buf, si
 	family(&o, "homestead_read_timeouts_total", "counter", "Peers dropped for silence.");
 	put(&o, "homestead_read_timeouts_total %llu\n",
 	    (unsigned long long)metrics_get(GW_M_READ_TIMEOUTS));
+	family(&o, "homestead_paced_total", "counter",
+	       "Times a mod was held back (not read) while a slow bot caught up.");
+	put(&o, "homestead_paced_total %llu\n", (unsigned long long)metrics_get(GW_M_PACED));
 	family(&o, "homestead_uptime_seconds", "gauge", "Seconds since start.");
 	put(&o, "homestead_uptime_seconds %lld\n", (long long)uptime_s);
 	return o.len;

@@ -22,6 +22,7 @@ enum gw_counter {
 	GW_M_REJECT_1002,       /* protocol violation */
 	GW_M_WRITE_TIMEOUTS,    /* peers dropped because they stopped reading */
 	GW_M_READ_TIMEOUTS,     /* peers dropped for silence */
+	GW_M_PACED,             /* times a mod was not read while the bot caught up */
 	GW_M_CONNECTIONS,       /* websockets opened */
 	GW_M_COUNT
 };

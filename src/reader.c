@@ -39,6 +39,7 @@
 #include "defer.h"
 #include "frame.h"
 #include "log.h"
+#include "metrics.h"
 #include "reader.h"
 #include "session.h"
 
@@ -139,6 +140,7 @@ static void pace(struct reader *t, struct rsock *r)
 		conn_unref(c);
 		return;
 	}
+	metrics_inc(GW_M_PACED);
 	r->pace_on = c;
 	r->resume_ms = gw_now_mono() + PACE_MS;
 	r->pprev = NULL;

@@ -565,6 +565,7 @@ static void test_slow_bot_paced_not_dropped(void **state)
 	struct slow_bot b = { .n = N };
 	struct ws *m;
 	char *big = filler(SIZE), id[32];
+	static char body[16384];
 	pthread_t th;
 	int64_t t0;
 
@@ -585,6 +586,10 @@ static void test_slow_bot_paced_not_dropped(void **state)
 	assert_int_equal(b.got, N);
 	assert_int_equal(b.bad, 0);
 	assert_false(gw_log_contains(&gw, "dropping peer"));
+	/* and it was the pacing that kept it */
+	assert_int_equal(http_get(gw.port, "/metrics", NULL, body, sizeof(body), T), 200);
+	assert_non_null(strstr(body, "homestead_paced_total "));
+	assert_null(strstr(body, "homestead_paced_total 0\n"));
 	ws_free(m);
 	ws_free(b.w);
 	free(big);
