@@ -586,10 +586,12 @@ static void test_slow_bot_paced_not_dropped(void **state)
 	assert_int_equal(b.got, N);
 	assert_int_equal(b.bad, 0);
 	assert_false(gw_log_contains(&gw, "dropping peer"));
-	/* and it was the pacing that kept it */
+	/* and it was the pacing that kept it (under a sanitizer or valgrind
+	 * the gateway may read no faster than the bot, and need none) */
 	assert_int_equal(http_get(gw.port, "/metrics", NULL, body, sizeof(body), T), 200);
 	assert_non_null(strstr(body, "homestead_paced_total "));
-	assert_null(strstr(body, "homestead_paced_total 0\n"));
+	if (gw_runtime(&gw) == 0)
+		assert_null(strstr(body, "homestead_paced_total 0\n"));
 	ws_free(m);
 	ws_free(b.w);
 	free(big);
