@@ -193,11 +193,12 @@ static void recharge(struct gw_conn *c)
 	else if (now < c->charge)
 		__atomic_sub_fetch(&out_total, c->charge - now, __ATOMIC_RELAXED);
 	c->charge = now;
+	/* atomic: conn_backed_up looks without the lock first */
 	if (now >= c->out_max / 2) {
 		if (!c->behind_since_ms)
-			c->behind_since_ms = gw_now_mono();
-	} else if (now < c->out_max / 4) {
-		c->behind_since_ms = 0;
+			__atomic_store_n(&c->behind_since_ms, gw_now_mono(), __ATOMIC_RELAXED);
+	} else if (now < c->out_max / 4 && c->behind_since_ms) {
+		__atomic_store_n(&c->behind_since_ms, 0, __ATOMIC_RELAXED);
 	}
 }
 
@@ -423,14 +424,18 @@ int conn_queue_backlog(struct gw_conn *c, struct gw_msg *m, uint64_t dropped)
 	return rc;
 }
 
-int conn_backed_up(struct gw_conn *c, int64_t now_mono, int64_t patience_ms)
+int conn_backed_up(struct gw_conn *c, int64_t patience_ms)
 {
+	int64_t now;
 	int rc;
 
+	if (!__atomic_load_n(&c->behind_since_ms, __ATOMIC_RELAXED))
+		return 0;   /* the usual case, on every message routed to c */
+	now = gw_now_mono();
 	pthread_mutex_lock(&c->lock);
 	rc = c->behind_since_ms && c->state != GW_CONN_CLOSING && c->state != GW_CONN_DEAD &&
-	     c->fd >= 0 && !c->over_limit && now_mono - c->write_progress_ms < GW_PACE_STALL_MS &&
-	     now_mono - c->behind_since_ms < patience_ms;
+	     c->fd >= 0 && !c->over_limit && now - c->write_progress_ms < GW_PACE_STALL_MS &&
+	     now - c->behind_since_ms < patience_ms;
 	pthread_mutex_unlock(&c->lock);
 	return rc;
 }

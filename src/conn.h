@@ -113,7 +113,8 @@ struct gw_conn {
 	size_t charge;               /* what c adds to the output total */
 	int over_limit;              /* an append failed: it takes nothing more */
 	int64_t write_progress_ms;   /* monotonic: last progress or when output began */
-	int64_t behind_since_ms;     /* monotonic: its charge went over out_max / 2 (0: under a quarter) */
+	int64_t behind_since_ms;     /* monotonic: its charge went over out_max / 2 (0: under a
+	                              * quarter); written under lock, atomic */
 	int64_t close_deadline_ms;   /* monotonic: abort if still open then (0 = none) */
 	unsigned char pong[125];     /* the latest ping's payload, answered at the next send */
 	unsigned char pong_len;
@@ -177,7 +178,7 @@ int conn_queue(struct gw_conn *c, enum gw_opcode op, const void *data, size_t le
  * reader that is merely slower than its senders is paced, not dropped;
  * one that stops, or stays behind for patience_ms, is not waited for and
  * meets its limits. */
-int conn_backed_up(struct gw_conn *c, int64_t now_mono, int64_t patience_ms);
+int conn_backed_up(struct gw_conn *c, int64_t patience_ms);
 
 /* The patience for conn_backed_up: write_timeout, and at most half of
  * read_timeout, since a paced sender is not read (nor are its pongs). */

@@ -8,13 +8,15 @@
  * own only while a frame is incomplete, so an idle peer costs its struct
  * and nothing else.
  *
- * Sockets with a deadline - a frame stalled half-way, or a close that
- * lingers - are also on the thread's timed list, walked every TIMED_MS.
+ * Sockets with a deadline - a frame stalled half-way, a close that
+ * lingers, a pause - are also on the thread's timed list, walked every
+ * TIMED_MS, or every PACE_MS while a socket is paced.
  *
  * Pacing: when a socket's frames went to a recipient that is behind but
  * draining (conn_backed_up: the bot, over half its output limit), the
- * socket is not read for PACE_MS, then again only once the recipient is
- * no longer behind. Its peer waits in its own send (TCP holds its bytes);
+ * socket leaves EPOLLIN and its deadline becomes the next look at the
+ * recipient, PACE_MS away; it is read again once the recipient is no
+ * longer behind. Its peer waits in its own send (TCP holds its bytes);
  * nobody else waits, and a recipient that stops draining, or stays behind
  * for write_timeout (at most half of read_timeout: the paced peer's pongs
  * wait too), is not waited for: its limits deal with it.
@@ -62,8 +64,6 @@ struct rsock {
 	struct rsock *tprev, *tnext; /* the timed list (thread only) */
 	struct rsock *next_new;      /* handed over, not picked up yet (under t->lock) */
 	struct gw_conn *pace_on;     /* paced: the recipient it waits for (a reference) */
-	int64_t resume_ms;           /* paced: when to look at it again (monotonic) */
-	struct rsock *pprev, *pnext; /* the paced list (thread only) */
 	struct reader *t;            /* its thread */
 	int joining;                 /* a join thread has the session (under t->lock) */
 	int join_rc;                 /* what session_join said (enum gw_session_rc) */
@@ -76,7 +76,7 @@ struct reader {
 	struct rsock *all, *incoming;
 	int stopping;
 	struct rsock *timed;         /* thread only */
-	struct rsock *paced;         /* thread only */
+	unsigned npaced;             /* sockets paced (thread only) */
 	struct gw_defer defer;       /* thread only */
 	unsigned char *scratch;      /* thread only */
 };
@@ -109,7 +109,15 @@ static void timed_set(struct reader *t, struct rsock *r, int64_t deadline)
 	r->deadline_ms = deadline;
 }
 
-/* r is read again (if `rearm`) and waits for nobody. */
+/* A frame half-way ends the connection after request_timeout without a
+ * byte; none: no deadline. */
+static void stall_deadline(struct reader *t, struct rsock *r)
+{
+	timed_set(t, r, r->len ? gw_now_mono() + (int64_t)rd.cfg->request_timeout * 1000 : 0);
+}
+
+/* r waits for nobody: its reference goes, and (if `rearm`) it is read
+ * again, its deadline the stall one as after any read. */
 static void unpace(struct reader *t, struct rsock *r, int rearm)
 {
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.ptr = r };
@@ -118,54 +126,29 @@ static void unpace(struct reader *t, struct rsock *r, int rearm)
 		return;
 	conn_unref(r->pace_on);
 	r->pace_on = NULL;
-	if (r->pprev)
-		r->pprev->pnext = r->pnext;
-	else
-		t->paced = r->pnext;
-	if (r->pnext)
-		r->pnext->pprev = r->pprev;
-	if (rearm && epoll_ctl(t->epfd, EPOLL_CTL_MOD, r->fd, &ev) < 0)
+	t->npaced--;
+	if (!rearm)
+		return;
+	if (epoll_ctl(t->epfd, EPOLL_CTL_MOD, r->fd, &ev) < 0)
 		log_event(GW_LOG_WARN, "reader: epoll_ctl failed", NULL);
+	stall_deadline(t, r);
 }
 
-/* The frames just read from r went to a recipient that is behind but
- * draining (t->defer.pace): r is not read until it caught up. */
-static void pace(struct reader *t, struct rsock *r)
+/* The frames just read from r went to c, which is behind but draining
+ * (t->defer.pace, whose reference this takes): r is not read until c
+ * caught up. */
+static void pace(struct reader *t, struct rsock *r, struct gw_conn *c)
 {
 	struct epoll_event ev = { .events = 0, .data.ptr = r };
-	struct gw_conn *c = t->defer.pace;
 
-	t->defer.pace = NULL;
 	if (r->pace_on || epoll_ctl(t->epfd, EPOLL_CTL_MOD, r->fd, &ev) < 0) {
 		conn_unref(c);
 		return;
 	}
 	metrics_inc(GW_M_PACED);
 	r->pace_on = c;
-	r->resume_ms = gw_now_mono() + PACE_MS;
-	r->pprev = NULL;
-	r->pnext = t->paced;
-	if (t->paced)
-		t->paced->pprev = r;
-	t->paced = r;
-}
-
-/* Paced sockets whose time came: read again once their recipient caught
- * up (or stopped draining, or has been behind for write_timeout). */
-static void pace_check(struct reader *t, int64_t now)
-{
-	struct rsock *r = t->paced, *next;
-
-	for (; r; r = next) {
-		next = r->pnext;
-		if (now < r->resume_ms)
-			continue;
-		if (conn_backed_up(r->pace_on, now, conn_pace_patience_ms(rd.cfg->write_timeout,
-		                                                           rd.cfg->read_timeout)))
-			r->resume_ms = now + PACE_MS;
-		else
-			unpace(t, r, 1);
-	}
+	t->npaced++;
+	timed_set(t, r, gw_now_mono() + PACE_MS);
 }
 
 /* The socket is done with: closed, and forgotten. */
@@ -314,17 +297,14 @@ static int keep(struct rsock *r, const unsigned char *p, size_t n)
 static void digest(struct reader *t, struct rsock *r, unsigned char *p, size_t n)
 {
 	size_t used = parse(t, r, p, n);
+	struct gw_conn *wait_for = t->defer.pace;   /* the frames' recipient, if behind */
 
-	if (used == SIZE_MAX) {   /* r's session ended, or is joining elsewhere */
-		if (t->defer.pace) {
-			conn_unref(t->defer.pace);
-			t->defer.pace = NULL;
-		}
-		return;
-	}
-	if (t->defer.pace)
-		pace(t, r);
-	if (keep(r, p + used, n - used) < 0) {
+	t->defer.pace = NULL;
+	if (used == SIZE_MAX || keep(r, p + used, n - used) < 0) {
+		if (wait_for)
+			conn_unref(wait_for);
+		if (used == SIZE_MAX)   /* r's session ended, or is joining elsewhere */
+			return;
 		end_session(t, r, "out of memory", 0);
 		return;
 	}
@@ -333,7 +313,10 @@ static void digest(struct reader *t, struct rsock *r, unsigned char *p, size_t n
 		r->buf = NULL;
 		r->cap = 0;
 	}
-	timed_set(t, r, r->len ? gw_now_mono() + (int64_t)rd.cfg->request_timeout * 1000 : 0);
+	if (wait_for)
+		pace(t, r, wait_for);   /* its deadline is the pause's */
+	else
+		stall_deadline(t, r);
 }
 
 /* r is readable: one read (the others' turn comes before the next), then
@@ -371,7 +354,9 @@ static void serve(struct reader *t, struct rsock *r)
 	digest(t, r, p, r->len + (size_t)n);
 }
 
-/* Deadlines: stalled frames end, lingering closes finish. */
+/* Deadlines: stalled frames end, lingering closes finish, paused sockets
+ * are read again once their recipient caught up (or stopped draining, or
+ * has been behind for the patience). */
 static void expire(struct reader *t, int64_t now)
 {
 	struct rsock *r = t->timed, *next;
@@ -380,8 +365,12 @@ static void expire(struct reader *t, int64_t now)
 		next = r->tnext;
 		if (now < r->deadline_ms)
 			continue;
-		if (r->s && r->pace_on) {   /* we are not reading it: no stall */
-			r->deadline_ms = now + (int64_t)rd.cfg->request_timeout * 1000;
+		if (r->pace_on) {
+			if (conn_backed_up(r->pace_on, conn_pace_patience_ms(rd.cfg->write_timeout,
+			                                                      rd.cfg->read_timeout)))
+				r->deadline_ms = now + PACE_MS;
+			else
+				unpace(t, r, 1);
 			continue;
 		}
 		if (r->s)
@@ -457,10 +446,11 @@ static void *reader_main(void *arg)
 	for (;;) {
 		int64_t now = gw_now_mono();
 		int i, n, stop = 0;
-		int timeout = t->timed ? (next_timed > now ? (int)(next_timed - now) : 0) : -1;
+		int timeout;
 
-		if (t->paced && (timeout < 0 || timeout > PACE_MS))
-			timeout = PACE_MS;
+		if (t->npaced && next_timed > now + PACE_MS)   /* one was paced meanwhile */
+			next_timed = now + PACE_MS;
+		timeout = t->timed ? (next_timed > now ? (int)(next_timed - now) : 0) : -1;
 
 		n = epoll_wait(t->epfd, ev, 64, timeout);
 		for (i = 0; i < n; i++) {
@@ -473,11 +463,9 @@ static void *reader_main(void *arg)
 		 * send, the bot every mod's messages of the batch in one */
 		defer_flush(&t->defer);
 		now = gw_now_mono();
-		if (t->paced)
-			pace_check(t, now);
 		if (now >= next_timed) {   /* an empty timed list: nothing to do */
 			expire(t, now);
-			next_timed = now + TIMED_MS;
+			next_timed = now + (t->npaced ? PACE_MS : TIMED_MS);
 		}
 		if (stop)
 			break;

@@ -641,9 +641,8 @@ enum gw_status registry_route(struct gw_conn *c, struct gw_msg *m, struct gw_def
 		/* the bot is behind but draining: its mods wait for it rather
 		 * than push it over its limit (the bot direction only: a slow
 		 * mod must not hold the bot back from the others) */
-		if (!d->pace && conn_backed_up(bot, gw_now_mono(),
-		                               conn_pace_patience_ms(reg.cfg->write_timeout,
-		                                                     reg.cfg->read_timeout)))
+		if (!d->pace && conn_backed_up(bot, conn_pace_patience_ms(reg.cfg->write_timeout,
+		                                                          reg.cfg->read_timeout)))
 			defer_pace(d, bot);
 	}
 	for (struct gw_conn *mod = dir == GW_TO_MOD ? ch->mods : NULL; mod; mod = mod->chan_next) {
